@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: conntrack_sizing
+short_description: Turn inventory numbers and host facts into conntrack knob values
+version_added: 0.1.0
+author: nodeguard.conntrack developers
+description:
+  - Sizes the connection tracking table from peak concurrent flows and/or the new-flow rate times the average
+    flow lifetime (Little's law), with headroom, an optional per-CPU floor, a minimum, a cap and a memory budget.
+  - Picks timeouts from a profile with per-timeout overrides and checks them against the idle flows the
+    inventory declares.
+  - Pure and deterministic; the same code serves the P(nodeguard.conntrack.conntrack_tuning#role) role.
+  - See C(docs/tuning.md) for the rules and worked examples.
+options:
+  _input:
+    description:
+      - Sizing inputs.
+      - Keys are V(peak_flows), V(new_flows_per_second), V(avg_flow_lifetime) (seconds, including TIME_WAIT),
+        V(headroom) (default V(1.5)), V(preset) (V(kube_proxy)), V(per_cpu_floor), V(min_max), V(max_cap),
+        V(memory_budget_pct) (share of RAM, default V(5)), V(entry_bytes) (default V(384)),
+        V(buckets_ratio) (max/buckets, default V(4)), V(timeout_profile) (V(kernel_default), V(kubernetes),
+        V(high_churn), V(udp_heavy)), V(timeouts) (per-timeout overrides), V(knobs) (other knobs, or a pinned
+        max/buckets), V(longest_idle_tcp_flow), V(longest_idle_udp_flow) (seconds), V(memory_mb), V(cpus).
+    type: dict
+    required: true
+  memory_mb:
+    description: Host memory in MB (for example C(ansible_facts.memtotal_mb)). Overrides O(_input.memory_mb).
+    type: int
+  cpus:
+    description: Host CPU count (for example C(ansible_facts.processor_vcpus)). Overrides O(_input.cpus).
+    type: int
+"""
+
+EXAMPLES = r"""
+- name: Size from the peak and the connection rate
+  ansible.builtin.set_fact:
+    sizing: >-
+      {{ {'peak_flows': 200000, 'new_flows_per_second': 2000, 'avg_flow_lifetime': 150,
+          'timeout_profile': 'kubernetes'}
+         | nodeguard.conntrack.conntrack_sizing(memory_mb=ansible_facts.memtotal_mb,
+                                                cpus=ansible_facts.processor_vcpus) }}
+"""
+
+RETURN = r"""
+_value:
+  description: Sizing result.
+  type: dict
+  contains:
+    settings:
+      description: Short knob name to integer value, ready for P(nodeguard.conntrack.conntrack_tune#module).
+      type: dict
+    memory:
+      description: Estimated kernel memory of a full table (C(bytes), C(pct_of_ram), C(entry_bytes), C(budget_bytes)).
+      type: dict
+    demand:
+      description: Concurrent flows at peak before headroom.
+      type: int
+    rationale:
+      description: One line per rule that shaped the result, for an operator to read.
+      type: list
+      elements: str
+    warnings:
+      description: Findings worth acting on (budget below demand, inconsistent timeouts, ...).
+      type: list
+      elements: str
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._sizing import SizingError, size
+
+
+def conntrack_sizing(spec, memory_mb=None, cpus=None):
+    """Filter entry point: see DOCUMENTATION."""
+    if not isinstance(spec, dict):
+        raise AnsibleFilterError("conntrack_sizing: input must be a mapping of sizing inputs, got %s"
+                                 % type(spec).__name__)
+    merged = dict(spec)
+    if memory_mb is not None:
+        merged["memory_mb"] = memory_mb
+    if cpus is not None:
+        merged["cpus"] = cpus
+    try:
+        return size(merged)
+    except SizingError as exc:
+        raise AnsibleFilterError("conntrack_sizing: %s" % exc)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"conntrack_sizing": conntrack_sizing}
