@@ -1,0 +1,314 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Validate and normalise the structured firewall baseline model.
+
+Private to the collection. Pure: takes the user's model (module arguments or role variables) and returns a
+normalised dict with every default filled in, or raises :class:`FirewallModelError` naming the field.
+Nothing here touches the host, so bad input fails before any rule is read or written.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import re
+
+FAMILIES = ("ipv4", "ipv6")
+PROTOS = ("tcp", "udp", "sctp", "udplite")
+FINAL_ACTIONS = ("return", "drop", "reject")
+POLICIES = ("ACCEPT", "DROP")
+DEFAULT_PREFIX = "NG-CT-"
+# iptables chain names are at most 28 characters; the longest suffix used is "FORWARD-INVALID" (15).
+MAX_PREFIX_LEN = 12
+_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# Linux interface names: up to 15 bytes, no '/', no whitespace; iptables allows a trailing '+' wildcard.
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\+?$|^\+$")
+# Comments are limited to a safe set so iptables-save prints them back exactly as rendered.
+_COMMENT_RE = re.compile(r"^[A-Za-z0-9 _.,:;/=+()\[\]#@%-]{1,200}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_RATE_RE = re.compile(r"^([1-9][0-9]{0,5})/(sec|second|min|minute|hour|day|s|m|h|d)$")
+_LOG_PREFIX_RE = re.compile(r"^[A-Za-z0-9 _.:=-]{1,29}$")
+MULTIPORT_MAX = 15
+
+
+class FirewallModelError(ValueError):
+    """Invalid model; the message starts with the dotted path of the offending field."""
+
+    def __init__(self, field, message):
+        super(FirewallModelError, self).__init__("%s: %s" % (field, message))
+        self.field = field
+
+
+def _as_list(value, field):
+    if value is None:
+        return []
+    if isinstance(value, (str, int)):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise FirewallModelError(field, "must be a list, got %s" % type(value).__name__)
+    return list(value)
+
+
+def _bool(value, field, default):
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("yes", "true", "on", "1"):
+        return True
+    if isinstance(value, str) and value.lower() in ("no", "false", "off", "0"):
+        return False
+    raise FirewallModelError(field, "must be a boolean, got %r" % (value,))
+
+
+def _check_keys(data, allowed, field):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FirewallModelError(field, "must be a mapping, got %s" % type(data).__name__)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise FirewallModelError(field, "unknown key(s) %s; allowed: %s" % (", ".join(unknown), ", ".join(sorted(allowed))))
+    return data
+
+
+def normalise_prefix(prefix, field="prefix"):
+    if prefix is None:
+        prefix = DEFAULT_PREFIX
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix) or len(prefix) > MAX_PREFIX_LEN:
+        raise FirewallModelError(field, "must start with a letter, use only letters, digits, '-' and '_' and be at most "
+                                        "%d characters, got %r" % (MAX_PREFIX_LEN, prefix))
+    if prefix.upper() in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING", "DOCKER", "KUBE-", "F2B-"):
+        raise FirewallModelError(field, "%r would claim chains owned by the kernel or other software" % prefix)
+    for foreign in ("DOCKER", "KUBE-", "f2b-", "CNI-", "cali-", "FLANNEL", "WEAVE", "ufw", "LIBVIRT", "fw-", "IN_", "FWD"):
+        if prefix.lower().startswith(foreign.lower()) or foreign.lower().startswith(prefix.lower()):
+            raise FirewallModelError(field, "%r overlaps chains of other software (%s*)" % (prefix, foreign))
+    return prefix
+
+
+def normalise_port(value, field):
+    """A port or range -> 'N' or 'A:B' (the form iptables-save prints)."""
+    if isinstance(value, bool):
+        raise FirewallModelError(field, "must be a port number or range, got %r" % (value,))
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise FirewallModelError(field, "must be a port number or range, got %r" % (value,))
+    parts = re.split(r"[:-]", text) if re.match(r"^\d+[:-]\d+$", text) else [text]
+    numbers = []
+    for part in parts:
+        if not re.match(r"^\d{1,5}$", part):
+            raise FirewallModelError(field, "invalid port %r (use 1-65535 or a range like 8000:8100)" % (value,))
+        number = int(part)
+        if not 1 <= number <= 65535:
+            raise FirewallModelError(field, "port %d out of range 1-65535" % number)
+        numbers.append(number)
+    if len(numbers) == 2:
+        if numbers[0] >= numbers[1]:
+            raise FirewallModelError(field, "range %r must be low:high" % (value,))
+        return "%d:%d" % tuple(numbers)
+    return str(numbers[0])
+
+
+def normalise_network(value, field):
+    """A CIDR or address -> (family, text as iptables-save prints it)."""
+    if not isinstance(value, str) or not value.strip():
+        raise FirewallModelError(field, "must be an address or CIDR string, got %r" % (value,))
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as exc:
+        raise FirewallModelError(field, "invalid address or CIDR %r (%s)" % (value, exc))
+    family = "ipv4" if network.version == 4 else "ipv6"
+    return family, "%s/%d" % (network.network_address.compressed, network.prefixlen)
+
+
+def normalise_interface(value, field):
+    if not isinstance(value, str) or not _IFACE_RE.match(value):
+        raise FirewallModelError(field, "invalid interface name %r (1-15 characters of letters, digits, '_.:@-', "
+                                        "optional trailing '+' wildcard)" % (value,))
+    return value
+
+
+def normalise_comment(value, field):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _COMMENT_RE.match(value):
+        raise FirewallModelError(field, "comment %r must be 1-200 characters of letters, digits, spaces and "
+                                        "_.,:;/=+()[]#@%%- (no quotes or backslashes)" % (value,))
+    return value
+
+
+def _networks(values, field):
+    out = []
+    for index, value in enumerate(_as_list(values, field)):
+        out.append(normalise_network(value, "%s[%d]" % (field, index)))
+    return out
+
+
+def _interfaces(values, field):
+    return [normalise_interface(value, "%s[%d]" % (field, index)) for index, value in enumerate(_as_list(values, field))]
+
+
+def _ports(values, field, required):
+    ports = [normalise_port(value, "%s[%d]" % (field, index)) for index, value in enumerate(_as_list(values, field))]
+    if required and not ports:
+        raise FirewallModelError(field, "at least one port is required")
+    seen = []
+    for port in ports:
+        if port not in seen:
+            seen.append(port)
+    return seen
+
+
+def _proto(value, field):
+    if value is None:
+        value = "tcp"
+    if not isinstance(value, str) or value.lower() not in PROTOS:
+        raise FirewallModelError(field, "unknown protocol %r (one of %s)" % (value, ", ".join(PROTOS)))
+    return value.lower()
+
+
+def _name(value, field, default):
+    if value is None:
+        return default
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise FirewallModelError(field, "name %r must be 1-64 characters of letters, digits, '_.-'" % (value,))
+    return value
+
+
+def _invalid_drop(data, field, default_enabled, forward):
+    allowed = ["enabled", "in_interfaces", "sources", "exempt_sources", "exempt_interfaces", "log", "log_rate",
+               "log_prefix"]
+    if forward:
+        allowed.append("out_interfaces")
+    data = _check_keys(data, allowed, field)
+    log_rate = data.get("log_rate") or "5/min"
+    if not isinstance(log_rate, str) or not _RATE_RE.match(log_rate):
+        raise FirewallModelError(field + ".log_rate", "must look like 5/min (N/sec|min|hour|day), got %r" % (log_rate,))
+    number, unit = _RATE_RE.match(log_rate).groups()
+    log_rate = "%s/%s" % (number, {"second": "sec", "s": "sec", "minute": "min", "m": "min", "h": "hour",
+                                     "d": "day"}.get(unit, unit))
+    log_prefix = data.get("log_prefix") or "ngct-invalid: "
+    if not isinstance(log_prefix, str) or not _LOG_PREFIX_RE.match(log_prefix):
+        raise FirewallModelError(field + ".log_prefix", "must be 1-29 characters of letters, digits, ' _.:=-', "
+                                                        "got %r" % (log_prefix,))
+    return {
+        "enabled": _bool(data.get("enabled"), field + ".enabled", default_enabled),
+        "in_interfaces": _interfaces(data.get("in_interfaces"), field + ".in_interfaces"),
+        "out_interfaces": _interfaces(data.get("out_interfaces"), field + ".out_interfaces") if forward else [],
+        "sources": _networks(data.get("sources"), field + ".sources"),
+        "exempt_sources": _networks(data.get("exempt_sources"), field + ".exempt_sources"),
+        "exempt_interfaces": _interfaces(data.get("exempt_interfaces"), field + ".exempt_interfaces"),
+        "log": _bool(data.get("log"), field + ".log", False),
+        "log_rate": log_rate,
+        "log_prefix": log_prefix,
+    }
+
+
+def _service(data, field, forward):
+    allowed = ["name", "proto", "ports", "sources", "interfaces", "comment"]
+    if forward:
+        allowed += ["destinations", "out_interfaces"]
+    data = _check_keys(data, allowed, field)
+    name = _name(data.get("name"), field + ".name", None)
+    comment = normalise_comment(data.get("comment"), field + ".comment")
+    if comment is None and name is not None:
+        comment = name
+    return {
+        "name": name,
+        "proto": _proto(data.get("proto"), field + ".proto"),
+        "ports": _ports(data.get("ports"), field + ".ports", required=True),
+        "sources": _networks(data.get("sources"), field + ".sources"),
+        "destinations": _networks(data.get("destinations"), field + ".destinations") if forward else [],
+        "interfaces": _interfaces(data.get("interfaces"), field + ".interfaces"),
+        "out_interfaces": _interfaces(data.get("out_interfaces"), field + ".out_interfaces") if forward else [],
+        "comment": comment,
+    }
+
+
+def _final(value, field):
+    if value is None:
+        return "return"
+    if not isinstance(value, str) or value.lower() not in FINAL_ACTIONS:
+        raise FirewallModelError(field, "must be one of %s, got %r" % (", ".join(FINAL_ACTIONS), value))
+    return value.lower()
+
+
+def _section(data, field, forward):
+    allowed = ["enabled", "loopback", "icmp", "icmp_echo", "invalid_drop", "services", "final_action"]
+    if forward:
+        allowed = ["enabled", "invalid_drop", "services", "final_action", "accept_dnat"]
+    data = _check_keys(data, allowed, field)
+    services = _as_list(data.get("services"), field + ".services")
+    section = {
+        "enabled": _bool(data.get("enabled"), field + ".enabled", not forward),
+        "invalid_drop": _invalid_drop(data.get("invalid_drop"), field + ".invalid_drop", not forward, forward),
+        "services": [_service(item, "%s.services[%d]" % (field, index), forward) for index, item in enumerate(services)],
+        "final_action": _final(data.get("final_action"), field + ".final_action"),
+    }
+    if forward:
+        section["accept_dnat"] = _bool(data.get("accept_dnat"), field + ".accept_dnat", False)
+    else:
+        section["loopback"] = _bool(data.get("loopback"), field + ".loopback", True)
+        section["icmp"] = _bool(data.get("icmp"), field + ".icmp", True)
+        section["icmp_echo"] = _bool(data.get("icmp_echo"), field + ".icmp_echo", True)
+    return section
+
+
+def _notrack(data, field):
+    data = _check_keys(data, ["name", "proto", "ports", "sources", "destinations", "interfaces", "direction",
+                              "accept", "comment"], field)
+    direction = data.get("direction") or "in"
+    if direction not in ("in", "out", "both"):
+        raise FirewallModelError(field + ".direction", "must be in, out or both, got %r" % (direction,))
+    name = _name(data.get("name"), field + ".name", None)
+    comment = normalise_comment(data.get("comment"), field + ".comment")
+    if comment is None and name is not None:
+        comment = name
+    return {
+        "name": name,
+        "proto": _proto(data.get("proto"), field + ".proto"),
+        "ports": _ports(data.get("ports"), field + ".ports", required=True),
+        "sources": _networks(data.get("sources"), field + ".sources"),
+        "destinations": _networks(data.get("destinations"), field + ".destinations"),
+        "interfaces": _interfaces(data.get("interfaces"), field + ".interfaces"),
+        "direction": direction,
+        "accept": _bool(data.get("accept"), field + ".accept", True),
+        "comment": comment,
+    }
+
+
+def _policies(data, field):
+    data = _check_keys(data, ["input", "forward", "output"], field)
+    out = {}
+    for key in ("input", "forward", "output"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or value.upper() not in POLICIES:
+            raise FirewallModelError("%s.%s" % (field, key), "must be ACCEPT or DROP (or unset), got %r" % (value,))
+        out[key.upper()] = value.upper()
+    return out
+
+
+def normalise_model(params):
+    """Validate the whole model; returns a new dict. ``params`` uses the module's option names."""
+    families = _as_list(params.get("families") if params.get("families") is not None else list(FAMILIES), "families")
+    for index, family in enumerate(families):
+        if family not in FAMILIES:
+            raise FirewallModelError("families[%d]" % index, "must be ipv4 or ipv6, got %r" % (family,))
+    if not families:
+        raise FirewallModelError("families", "at least one family is required")
+    notrack = _as_list(params.get("notrack"), "notrack")
+    return {
+        "prefix": normalise_prefix(params.get("prefix")),
+        "families": [f for f in FAMILIES if f in families],
+        "input": _section(params.get("input"), "input", forward=False),
+        "forward": _section(params.get("forward"), "forward", forward=True),
+        "notrack": [_notrack(item, "notrack[%d]" % index) for index, item in enumerate(notrack)],
+        "policies": _policies(params.get("policies"), "policies"),
+    }

@@ -1,0 +1,349 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the normalised baseline model to owned states and ``iptables-restore`` input.
+
+Private to the collection. Pure: data in, text out. Every rule is rendered in the exact form iptables-save prints
+it back (``-s``/``-d``/``-i``/``-o``/``-p`` first, the implicit protocol match made explicit, ``RELATED,ESTABLISHED``
+in that order, host addresses with their prefix length, comments quoted only when needed), so the live state read
+back with iptables-save compares equal to the desired state and a second run changes nothing.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+JUMP_COMMENT = "nodeguard.conntrack baseline"
+_NO_QUOTE = set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+MULTIPORT_SLOTS = 15
+ICMP4_ESSENTIAL = (3, 11, 12)
+ICMP6_ERRORS = (1, 2, 3, 4)
+ICMP6_NDP = (133, 134, 135, 136)
+
+
+def save_string(value):
+    """Quote a string argument the way iptables-save does (xtables_save_string)."""
+    if value and all(char in _NO_QUOTE for char in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+    return '"%s"' % escaped
+
+
+def chain_names(prefix):
+    return {
+        "input": prefix + "INPUT",
+        "input_invalid": prefix + "INPUT-INVALID",
+        "forward": prefix + "FORWARD",
+        "forward_invalid": prefix + "FORWARD-INVALID",
+        "raw_prerouting": prefix + "PREROUTING",
+        "raw_output": prefix + "OUTPUT",
+    }
+
+
+def jump_spec(chain):
+    return "-m comment --comment %s -j %s" % (save_string(JUMP_COMMENT), chain)
+
+
+def _family_nets(nets, family):
+    """([addresses of this family], skip) -- skip when the list is non-empty but has none of this family."""
+    mine = [text for fam, text in nets if fam == family]
+    if nets and not mine:
+        return [], True
+    return mine or [None], False
+
+
+def _port_groups(ports):
+    groups, current, slots = [], [], 0
+    for port in ports:
+        cost = 2 if ":" in port else 1
+        if slots + cost > MULTIPORT_SLOTS:
+            groups.append(current)
+            current, slots = [], 0
+        current.append(port)
+        slots += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _port_match(proto, ports, direction):
+    """Port match text for one group: single port uses the protocol match, several use multiport."""
+    if len(ports) == 1:
+        return "-m %s --%s %s" % (proto, direction, ports[0])
+    return "-m multiport --%ss %s" % (direction, ",".join(ports))
+
+
+def _head(source=None, destination=None, in_iface=None, out_iface=None, proto=None):
+    parts = []
+    if source:
+        parts += ["-s", source]
+    if destination:
+        parts += ["-d", destination]
+    if in_iface:
+        parts += ["-i", in_iface]
+    if out_iface:
+        parts += ["-o", out_iface]
+    if proto:
+        parts += ["-p", proto]
+    return parts
+
+
+def _comment(comment):
+    return ["-m", "comment", "--comment", save_string(comment)] if comment else []
+
+
+def _join(parts):
+    return " ".join(part for part in parts if part)
+
+
+def _product(*lists):
+    out = [()]
+    for values in lists:
+        out = [prev + (value,) for prev in out for value in values]
+    return out
+
+
+def _invalid_rules(spec, family, chain, target):
+    """Jump rules into the INVALID chain and the chain's own rules; ([jumps], [chain rules])."""
+    if not spec["enabled"]:
+        return [], []
+    sources, skip = _family_nets(spec["sources"], family)
+    if skip:
+        return [], []
+    jumps = []
+    for source, in_iface, out_iface in _product(sources, spec["in_interfaces"] or [None],
+                                                spec["out_interfaces"] or [None]):
+        jumps.append(_join(_head(source, None, in_iface, out_iface)
+                           + ["-m conntrack --ctstate INVALID -j", target]))
+    body = []
+    for fam, text in spec["exempt_sources"]:
+        if fam == family:
+            body.append("-s %s -j RETURN" % text)
+    for iface in spec["exempt_interfaces"]:
+        body.append("-i %s -j RETURN" % iface)
+    if spec["log"]:
+        number, unit = spec["log_rate"].split("/")
+        body.append("-m limit --limit %s/%s --limit-burst 10 -j LOG --log-prefix %s"
+                    % (number, unit, save_string(spec["log_prefix"])))
+    body.append("-j DROP")
+    return jumps, body
+
+
+def _service_rules(service, family, state_match="-m conntrack --ctstate NEW", forward=False):
+    sources, skip_src = _family_nets(service["sources"], family)
+    destinations, skip_dst = _family_nets(service["destinations"], family)
+    if skip_src or skip_dst:
+        return []
+    rules = []
+    for source, destination, in_iface, out_iface, ports in _product(
+            sources, destinations, service["interfaces"] or [None],
+            (service["out_interfaces"] or [None]) if forward else [None], _port_groups(service["ports"])):
+        rules.append(_join(_head(source, destination, in_iface, out_iface, service["proto"])
+                           + [_port_match(service["proto"], ports, "dport"), state_match]
+                           + _comment(service["comment"]) + ["-j ACCEPT"]))
+    return rules
+
+
+def _final_rule(action, family):
+    if action == "drop":
+        return ["-j DROP"]
+    if action == "reject":
+        return ["-j REJECT --reject-with %s" % ("icmp-port-unreachable" if family == "ipv4" else "icmp6-port-unreachable")]
+    return []
+
+
+def _notrack_rules(item, family):
+    """{'raw_prerouting': [...], 'raw_output': [...], 'input': [...]} for one NOTRACK entry."""
+    sources, skip_src = _family_nets(item["sources"], family)
+    destinations, skip_dst = _family_nets(item["destinations"], family)
+    out = {"raw_prerouting": [], "raw_output": [], "input": []}
+    if skip_src or skip_dst:
+        return out
+    proto = item["proto"]
+    ifaces = item["interfaces"] or [None]
+    groups = _port_groups(item["ports"])
+    comment = _comment(item["comment"])
+    directions = ("in", "out") if item["direction"] == "both" else (item["direction"],)
+    for direction in directions:
+        # "in": this host serves the ports (requests arrive with --dport, replies leave with --sport);
+        # "out": this host is the client (requests leave with --dport, replies arrive with --sport).
+        arrive, leave = ("dport", "sport") if direction == "in" else ("sport", "dport")
+        for source, destination, iface, ports in _product(sources, destinations, ifaces, groups):
+            remote, local = source, destination
+            out["raw_prerouting"].append(_join(_head(remote, local, iface, None, proto)
+                                               + [_port_match(proto, ports, arrive)] + comment + ["-j CT --notrack"]))
+            out["raw_output"].append(_join(_head(local, remote, None, iface, proto)
+                                           + [_port_match(proto, ports, leave)] + comment + ["-j CT --notrack"]))
+            if item["accept"]:
+                out["input"].append(_join(_head(remote, local, iface, None, proto)
+                                          + [_port_match(proto, ports, arrive), "-m conntrack --ctstate UNTRACKED"]
+                                          + comment + ["-j ACCEPT"]))
+    return out
+
+
+def _table(state, name):
+    return state.setdefault(name, {"chains": {}, "jumps": [], "policies": {}})
+
+
+def desired_state(model, family):
+    """The owned state the model asks for in one family (see _fw_save for the structure)."""
+    names = chain_names(model["prefix"])
+    state = {}
+    notrack = {"raw_prerouting": [], "raw_output": [], "input": []}
+    for item in model["notrack"]:
+        for key, rules in _notrack_rules(item, family).items():
+            notrack[key].extend(rules)
+
+    section = model["input"]
+    if section["enabled"]:
+        rules = []
+        if section["loopback"]:
+            rules.append("-i lo -j ACCEPT")
+        rules.append("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        if section["icmp"] and family == "ipv6":
+            # neighbour discovery is never tracked; accepting it before any INVALID drop keeps IPv6 alive
+            rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -m hl --hl-eq 255 -j ACCEPT" % t for t in ICMP6_NDP]
+        jumps, body = _invalid_rules(section["invalid_drop"], family, "input", names["input_invalid"])
+        rules += jumps
+        if section["icmp"]:
+            if family == "ipv4":
+                rules += ["-p icmp -m icmp --icmp-type %d -j ACCEPT" % t for t in ICMP4_ESSENTIAL]
+                if section["icmp_echo"]:
+                    rules.append("-p icmp -m icmp --icmp-type 8 -j ACCEPT")
+            else:
+                rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -j ACCEPT" % t for t in ICMP6_ERRORS]
+                if section["icmp_echo"]:
+                    rules.append("-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT")
+        rules += notrack["input"]
+        for service in section["services"]:
+            rules += _service_rules(service, family)
+        rules += _final_rule(section["final_action"], family)
+        table = _table(state, "filter")
+        table["chains"][names["input"]] = rules
+        table["jumps"].append(("INPUT", 1, jump_spec(names["input"])))
+        if jumps:
+            table["chains"][names["input_invalid"]] = body
+
+    section = model["forward"]
+    if section["enabled"]:
+        rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
+        if section["accept_dnat"]:
+            rules.append("-m conntrack --ctstate DNAT -j ACCEPT")
+        jumps, body = _invalid_rules(section["invalid_drop"], family, "forward", names["forward_invalid"])
+        rules += jumps
+        for service in section["services"]:
+            rules += _service_rules(service, family, forward=True)
+        rules += _final_rule(section["final_action"], family)
+        table = _table(state, "filter")
+        table["chains"][names["forward"]] = rules
+        table["jumps"].append(("FORWARD", 1, jump_spec(names["forward"])))
+        if jumps:
+            table["chains"][names["forward_invalid"]] = body
+
+    if notrack["raw_prerouting"]:
+        table = _table(state, "raw")
+        table["chains"][names["raw_prerouting"]] = notrack["raw_prerouting"]
+        table["chains"][names["raw_output"]] = notrack["raw_output"]
+        table["jumps"].append(("PREROUTING", 1, jump_spec(names["raw_prerouting"])))
+        table["jumps"].append(("OUTPUT", 1, jump_spec(names["raw_output"])))
+
+    if model["policies"]:
+        table = _table(state, "filter")
+        table["policies"] = dict(model["policies"])
+    return state
+
+
+def managed_policy_chains(model):
+    return {"filter": sorted(model["policies"])} if model["policies"] else {}
+
+
+def absent_state(model):
+    """What ``state: absent`` leaves: nothing owned; policies the model managed go back to ACCEPT."""
+    if not model["policies"]:
+        return {}
+    return {"filter": {"chains": {}, "jumps": [], "policies": dict((chain, "ACCEPT") for chain in model["policies"])}}
+
+
+def _canonical(state):
+    out = {}
+    for table, data in state.items():
+        if not data["chains"] and not data["jumps"] and not data["policies"]:
+            continue
+        out[table] = (sorted((chain, tuple(rules)) for chain, rules in data["chains"].items()),
+                      sorted(data["jumps"]), sorted(data["policies"].items()))
+    return out
+
+
+def states_equal(current, desired):
+    return _canonical(current) == _canonical(desired)
+
+
+def render_restore(state):
+    """``iptables-restore --noflush`` input that creates ``state`` from nothing (the persisted rules file)."""
+    lines = []
+    for table in sorted(state):
+        data = state[table]
+        lines.append("*%s" % table)
+        for chain, policy in sorted(data["policies"].items()):
+            lines.append(":%s %s [0:0]" % (chain, policy))
+        for chain in sorted(data["chains"]):
+            lines.append(":%s - [0:0]" % chain)
+        for chain in sorted(data["chains"]):
+            lines += ["-A %s %s" % (chain, spec) for spec in data["chains"][chain]]
+        for chain, position, spec in data["jumps"]:
+            lines.append("-I %s %d %s" % (chain, position, spec))
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_apply(current, desired):
+    """One ``iptables-restore --noflush`` transaction per table turning ``current`` into ``desired``.
+
+    Owned chains are declared (which creates or flushes them), old jump rules deleted by their exact text,
+    desired rules and jumps added, and owned chains that are no longer wanted deleted. Nothing else is named.
+    """
+    lines = []
+    for table in sorted(set(current) | set(desired)):
+        empty = {"chains": {}, "jumps": [], "policies": {}}
+        cur, des = current.get(table, empty), desired.get(table, empty)
+        lines.append("*%s" % table)
+        for chain, policy in sorted(des["policies"].items()):
+            if cur["policies"].get(chain) != policy:
+                lines.append(":%s %s [0:0]" % (chain, policy))
+        for chain in sorted(set(cur["chains"]) | set(des["chains"])):
+            lines.append(":%s - [0:0]" % chain)
+        for chain, _position, spec in cur["jumps"]:
+            lines.append("-D %s %s" % (chain, spec))
+        for chain in sorted(des["chains"]):
+            lines += ["-A %s %s" % (chain, spec) for spec in des["chains"][chain]]
+        for chain, position, spec in des["jumps"]:
+            lines.append("-I %s %d %s" % (chain, position, spec))
+        for chain in sorted(set(cur["chains"]) - set(des["chains"])):
+            lines.append("-X %s" % chain)
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def state_text(state):
+    """Readable iptables-save style text of an owned state (diff before/after)."""
+    lines = []
+    for table in sorted(state):
+        data = state[table]
+        if not data["chains"] and not data["jumps"] and not data["policies"]:
+            continue
+        lines.append("*%s" % table)
+        for chain, policy in sorted(data["policies"].items()):
+            lines.append(":%s %s" % (chain, policy))
+        for chain in sorted(data["chains"]):
+            lines.append(":%s - [0:0]" % chain)
+        for chain, position, spec in sorted(data["jumps"]):
+            lines.append("-I %s %d %s" % (chain, position, spec))
+        for chain in sorted(data["chains"]):
+            lines += ["-A %s %s" % (chain, spec) for spec in data["chains"][chain]]
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_families(model):
+    """{family: desired state} for the model's families."""
+    return dict((family, desired_state(model, family)) for family in model["families"])
