@@ -1,0 +1,347 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: conntrack_tune
+short_description: Apply and persist Linux conntrack knobs in one round trip
+version_added: 0.1.0
+author: nodeguard.conntrack developers
+description:
+  - Sets a whole set of connection tracking knobs (C(net.netfilter.nf_conntrack_*)) live through C(/proc/sys)
+    and persists them in a C(sysctl.d) file, in one module call.
+  - Makes the values survive reboots and module loads. If conntrack is a loadable module, it is listed in
+    C(modules-load.d) (C(nf_conntrack), or C(nf_conntrack_ipv4) before kernel 4.19) and a udev rule re-applies
+    the C(net.netfilter) keys when the module appears, because the keys may not exist yet when
+    systemd-sysctl runs. C(modprobe.d) gets C(options nf_conntrack hashsize=N) only when conntrack is
+    a loadable module, never when it is built in.
+  - Host-scope knobs (V(max), V(buckets), V(expect_max)) are read-only outside the initial network namespace
+    (containers). What happens then is set by O(readonly_policy); by default each such knob is reported as
+    skipped, not applicable.
+  - Reads every value back after writing it and fails if the kernel did not take it.
+  - All input is validated before anything on the host changes.
+options:
+  knobs:
+    description:
+      - Knobs to set, by short name (V(max), V(tcp_timeout_established)) or full key
+        (V(net.netfilter.nf_conntrack_max)). Only knobs on the collection's allow-list are accepted.
+      - Values are non-negative integers (seconds for timeouts, 0 or 1 for switches).
+      - V(buckets) is rounded up by the kernel to a multiple of 512; the module expects that rounding.
+        Writing V(buckets) resizes the hash table live and moves the C(nf_conntrack) C(hashsize) parameter with it.
+    type: dict
+    default: {}
+  state:
+    description:
+      - V(present) applies and persists O(knobs).
+      - V(absent) removes the files this module manages (O(sysctl_file), O(modules_load_file),
+        O(udev_rule_file), O(modprobe_file)); live values are left alone until the next reboot.
+    type: str
+    choices: [present, absent]
+    default: present
+  persist:
+    description: Write the files that make the values survive reboots and module loads. With V(false) the files are not touched.
+    type: bool
+    default: true
+  apply_live:
+    description: Write the values to C(/proc/sys) now. With V(false) only the files change.
+    type: bool
+    default: true
+  raise_only:
+    description:
+      - Never lower a higher live value of V(max), V(buckets) or V(expect_max) (V(max=0), unlimited, counts as
+        highest). The higher value is kept live and persisted instead of the requested one.
+      - Timeouts and switches are always set exactly.
+    type: bool
+    default: false
+  readonly_policy:
+    description:
+      - What to do with a knob this network namespace cannot write (host-scope knobs in a container,
+        read-only C(/proc/sys)) and whose live value differs.
+      - V(skip) reports it as skipped (not applicable), V(warn) also emits a warning, V(fail) fails before
+        anything is written.
+    type: str
+    choices: [skip, warn, fail]
+    default: skip
+  autoload:
+    description:
+      - Write O(modules_load_file) and O(udev_rule_file).
+      - V(auto) writes them only when conntrack is a loadable module (a built-in conntrack has its keys from
+        boot), V(always) writes them anyway, V(never) does not (and removes the module's own copies).
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  load_module:
+    description: Load the conntrack module first when it is loadable but not loaded, so its keys exist to be set.
+    type: bool
+    default: true
+  sysctl_file:
+    description: The sysctl.d file this module owns.
+    type: path
+    default: /etc/sysctl.d/90-nodeguard-conntrack.conf
+  modules_load_file:
+    description: The modules-load.d file this module owns.
+    type: path
+    default: /etc/modules-load.d/nodeguard-conntrack.conf
+  udev_rule_file:
+    description: The udev rule this module owns.
+    type: path
+    default: /etc/udev/rules.d/90-nodeguard-conntrack.rules
+  modprobe_file:
+    description: The modprobe.d file this module owns.
+    type: path
+    default: /etc/modprobe.d/nodeguard-conntrack.conf
+  mode:
+    description: Mode of the files this module writes (owner and group are root).
+    type: str
+    default: '0644'
+extends_documentation_fragment:
+  - nodeguard.conntrack.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: Shows the live values and every managed file that changes, before and after.
+  platform:
+    platforms: linux
+notes:
+  - Needs root. Kernels 4.18 and later.
+  - On kernels where the C(buckets) sysctl is read-only, the hash table is resized through
+    C(/sys/module/nf_conntrack/parameters/hashsize) in the initial network namespace.
+seealso:
+  - plugin: nodeguard.conntrack.conntrack_sizing
+    plugin_type: filter
+  - role: nodeguard.conntrack.conntrack_tuning
+"""
+
+EXAMPLES = r"""
+- name: Size the table and set Kubernetes-style timeouts, persisted
+  nodeguard.conntrack.conntrack_tune:
+    knobs:
+      max: 524288
+      buckets: 131072
+      net.netfilter.nf_conntrack_tcp_timeout_established: 86400
+      tcp_timeout_close_wait: 3600
+    raise_only: true
+
+- name: In a container, fail instead of skipping host-scope knobs
+  nodeguard.conntrack.conntrack_tune:
+    knobs:
+      max: 262144
+      udp_timeout: 60
+    readonly_policy: fail
+
+- name: Remove the collection's files (live values stay until reboot)
+  nodeguard.conntrack.conntrack_tune:
+    state: absent
+"""
+
+RETURN = r"""
+knobs:
+  description: Outcome per knob, keyed by short name.
+  returned: always
+  type: dict
+  sample:
+    max:
+      key: net.netfilter.nf_conntrack_max
+      scope: host
+      desired: 524288
+      before: 262144
+      after: 524288
+      status: changed
+      reason: 262144 -> 524288
+      persisted: true
+  contains:
+    status:
+      description: V(changed), V(unchanged) or V(skipped).
+      type: str
+    reason:
+      description: Why, for example C(not applicable; host-scope knob, read-only outside the init network namespace).
+      type: str
+    before:
+      description: Live value before (null when the key does not exist now).
+      type: int
+    after:
+      description: Live value after (predicted in check mode).
+      type: int
+files:
+  description: Per managed file (C(sysctl), C(modules_load), C(udev_rule), C(modprobe)) its path and action
+    (V(write), V(remove), V(unchanged), V(absent), V(not_managed)).
+  returned: always
+  type: dict
+  sample:
+    sysctl:
+      path: /etc/sysctl.d/90-nodeguard-conntrack.conf
+      action: write
+      changed: true
+skipped:
+  description: Short names of the knobs that were skipped (see RV(knobs) for the reasons).
+  returned: always
+  type: list
+  elements: str
+  sample: [max, buckets]
+environment:
+  description: What the module found, such as C(conntrack) (V(builtin), V(module), V(loadable), V(absent)),
+    C(init_netns), C(kernel_release), C(module_name) and C(hashsize) before and after.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._knobs import proc_path
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune_host
+
+PATH_OPTIONS = {
+    "sysctl": "sysctl_file",
+    "modules_load": "modules_load_file",
+    "udev_rule": "udev_rule_file",
+    "modprobe": "modprobe_file",
+}
+
+
+def _validate(params):
+    desired = _tune.normalize_knobs(params["knobs"])
+    policy = {
+        "state": params["state"],
+        "persist": params["persist"],
+        "apply_live": params["apply_live"],
+        "raise_only": params["raise_only"],
+        "readonly_policy": params["readonly_policy"],
+        "autoload": params["autoload"],
+    }
+    _tune.validate_policy(policy)
+    try:
+        policy["mode"] = int(params["mode"], 8)
+    except (TypeError, ValueError):
+        raise _tune.TuneError("mode", "must be an octal string such as '0644', got %r" % (params["mode"],))
+    if policy["mode"] & ~0o777 or policy["mode"] & 0o022:
+        raise _tune.TuneError("mode", "must not be group/world-writable or carry special bits, got %r" % params["mode"])
+    paths = {}
+    for role, option in PATH_OPTIONS.items():
+        paths[role] = _tune.validate_path(option, params[option])
+    if len(set(paths.values())) != len(paths):
+        raise _tune.TuneError("sysctl_file", "the four managed files need four different paths")
+    if policy["state"] == "present" and not desired and params["persist"]:
+        raise _tune.TuneError("knobs", "is empty: nothing to apply (use state=absent to remove the files)")
+    return desired, policy, paths
+
+
+def _outcome(item):
+    return dict((k, item[k]) for k in ("key", "scope", "desired", "before", "after", "status", "reason", "persisted"))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            knobs=dict(type="dict", default={}),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            persist=dict(type="bool", default=True),
+            apply_live=dict(type="bool", default=True),
+            raise_only=dict(type="bool", default=False),
+            readonly_policy=dict(type="str", choices=["skip", "warn", "fail"], default="skip"),
+            autoload=dict(type="str", choices=["auto", "always", "never"], default="auto"),
+            load_module=dict(type="bool", default=True),
+            sysctl_file=dict(type="path", default=_tune.DEFAULT_PATHS["sysctl"]),
+            modules_load_file=dict(type="path", default=_tune.DEFAULT_PATHS["modules_load"]),
+            udev_rule_file=dict(type="path", default=_tune.DEFAULT_PATHS["udev_rule"]),
+            modprobe_file=dict(type="path", default=_tune.DEFAULT_PATHS["modprobe"]),
+            mode=dict(type="str", default="0644"),
+        ),
+        supports_check_mode=True,
+    )
+    module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+    try:
+        desired, policy, paths = _validate(module.params)
+    except _tune.TuneError as exc:
+        module.fail_json(msg=str(exc), field=exc.field)
+
+    env = _tune_host.read_environment(list(desired))
+    module_name = _tune.module_name(env["kernel_release"])
+    loaded_module = False
+    if (policy["state"] == "present" and policy["apply_live"] and module.params["load_module"] and desired
+            and env["conntrack"] == "loadable"):
+        loaded_module = True
+        if not module.check_mode:
+            modprobe = module.get_bin_path("modprobe", required=True, opt_dirs=["/sbin", "/usr/sbin"])
+            rc, out, err = module.run_command([modprobe, module_name])
+            if rc != 0:
+                module.fail_json(msg="could not load %s: %s" % (module_name, (err or out).strip()), rc=rc)
+            env = _tune_host.read_environment(list(desired))
+
+    files_before = {}
+    modes_before = {}
+    for role, path in paths.items():
+        files_before[role] = _tune_host.read_file(path)
+        modes_before[role] = _tune_host.file_mode(path)
+    result_plan = _tune.plan(env, desired, policy, files_before, paths, modes_before)
+    if result_plan["errors"]:
+        module.fail_json(msg="readonly_policy=fail: %s" % "; ".join(result_plan["errors"]),
+                         knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
+    for warning in result_plan["warnings"]:
+        module.warn(warning)
+
+    hashsize_before = env.get("hashsize")
+    if not module.check_mode:
+        for item in result_plan["knobs"]:
+            if item["status"] != _tune.STATUS_CHANGED:
+                continue
+            try:
+                _tune_host.write_knob(item["name"], item["write"])
+            except _tune_host.ReadOnlyKnob as exc:
+                # the permission check passed but the kernel still refused: same policy as a read-only knob
+                item["status"] = _tune.STATUS_SKIPPED
+                item["after"] = item["before"]
+                item["reason"] = "not applicable: the kernel refused the write (%s)" % exc
+                if policy["readonly_policy"] == "fail":
+                    module.fail_json(msg="%s: %s" % (item["name"], item["reason"]),
+                                     knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
+                if policy["readonly_policy"] == "warn":
+                    module.warn("%s: %s" % (item["name"], item["reason"]))
+                continue
+            except (IOError, OSError) as exc:
+                module.fail_json(msg="writing %s=%d failed: %s" % (item["key"], item["write"], exc),
+                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
+            read = _tune_host.read_int(proc_path(item["name"]))
+            if not _tune.value_taken(item["name"], item["write"], read):
+                module.fail_json(msg="the kernel did not take %s=%d (reads back %s)" % (item["key"], item["write"], read),
+                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
+            item["after"] = read
+        for role in _tune.FILE_ROLES:
+            item = result_plan["files"][role]
+            if item["action"] == "write":
+                _tune_host.write_file_atomic(item["path"], item["after"], policy["mode"])
+            elif item["action"] == "remove":
+                _tune_host.remove_file(item["path"])
+
+    knobs = dict((k["name"], _outcome(k)) for k in result_plan["knobs"])
+    result = dict(
+        changed=result_plan["changed"] or loaded_module,
+        knobs=knobs,
+        skipped=sorted(k["name"] for k in result_plan["knobs"] if k["status"] == _tune.STATUS_SKIPPED),
+        files=dict((role, {"path": f["path"], "action": f["action"], "changed": f["changed"]})
+                   for role, f in result_plan["files"].items()),
+        environment=dict(
+            conntrack=env["conntrack"],
+            init_netns=env["init_netns"],
+            kernel_release=env["kernel_release"],
+            module_name=module_name,
+            module_loaded_now=loaded_module,
+            hashsize_before=hashsize_before,
+            hashsize_after=hashsize_before if module.check_mode else _tune_host.read_int(_tune_host.HASHSIZE_PATH),
+        ),
+    )
+    if module._diff:
+        result["diff"] = _tune.diff(result_plan)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
