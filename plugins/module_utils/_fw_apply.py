@@ -24,7 +24,6 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_ren
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as save
 
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
-BIN_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
 C_ENV = {"LANG": "C", "LC_ALL": "C"}
 
 
@@ -75,7 +74,8 @@ class Host(object):
         return rc, out, err
 
     def which(self, name):
-        return self.module.get_bin_path(name, required=False, opt_dirs=BIN_DIRS)
+        # PATH first, then /sbin, /usr/sbin, /usr/local/sbin (Debian and RHEL-family layouts both covered)
+        return self.module.get_bin_path(name, required=False)
 
     def _version_backend(self, binary):
         rc, out, err = self.run([binary, "-V"])
