@@ -66,4 +66,3 @@ def test_untracked_until_rule_then_established(lab):
     assert count >= 1
     root_lines = run(["conntrack", "-L", "-p", "tcp", "--dport", "8080", "-s", "198.51.100.1"], check=False).stdout
     assert "198.51.100.1" not in root_lines
-

@@ -1,0 +1,85 @@
+# nodeguard.conntrack — the two commands a newcomer needs are `make demo` and `make test`.
+# Every target bootstraps what it needs first (idempotent, cached).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+BUILD := $(ROOT)/.build
+SANITY_ROOT := $(BUILD)/sanity/ansible_collections/nodeguard/conntrack
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections:$(BUILD)/test-collections
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+export CONTAINERS_CONF := $(BUILD)/containers.conf
+export ANSIBLE_FORCE_COLOR := false
+export ANSIBLE_NOCOLOR := true
+export PY_COLORS := 0
+export LANG := C.UTF-8
+export LC_ALL := C.UTF-8
+PYTEST := $(VENV)/bin/python -m pytest -p no:cacheprovider
+SCENARIO ?=
+# every scenario directory under extensions/molecule (except the shared resources)
+SCENARIOS := $(if $(SCENARIO),$(SCENARIO),$(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
+
+.PHONY: py-env help bootstrap demo test lint sanity unit integration molecule build bench lab-up lab-down clean
+
+help:
+	@echo "make demo         bring up a podman lab, run the collection against it, print what it found"
+	@echo "make test         every test tier: lint sanity build unit integration molecule"
+	@echo "make lint | sanity | build | unit | integration | molecule [SCENARIO=x] | bench"
+	@echo "make lab-up [LAB_HOSTS=3] | lab-down"
+
+bootstrap:
+	@scripts/bootstrap.sh all
+
+$(BUILD)/.bootstrapped-py: requirements/dev.txt scripts/bootstrap.sh
+	@scripts/bootstrap.sh apt venv collections containers-conf
+	@touch $@
+
+py-env: $(BUILD)/.bootstrapped-py
+
+demo: bootstrap
+	@scripts/demo.sh
+
+test: bootstrap
+	@scripts/run-tiers.sh lint sanity build unit integration molecule
+
+lint: py-env
+	ansible-lint --offline --profile production
+
+sanity: py-env
+	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
+	@git ls-files -co --exclude-standard -z | rsync -a --from0 --files-from=- ./ $(SANITY_ROOT)/
+	@# ansible-test lists files through git: give the copy its own repository
+	@cd $(SANITY_ROOT) && git init -q && git add -A
+	@# a venv of its own: ansible-test installs its pinned sanity requirements there (its --venv mode
+	@# needs a download from a host this machine cannot reach)
+	@scripts/bootstrap.sh sanity-venv
+	cd $(SANITY_ROOT) && $(BUILD)/sanity-venv/bin/ansible-test sanity --requirements --python $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') --color no
+
+build: py-env
+	@scripts/check-build.sh
+
+unit: py-env
+	$(PYTEST) tests/unit -q
+
+integration: py-env
+	$(PYTEST) tests/integration/kernel -q -x
+
+molecule: bootstrap
+	@set -e; for s in $(SCENARIOS); do \
+	  echo "== molecule scenario $$s"; \
+	  (cd extensions && molecule test -s $$s); \
+	done
+
+bench: bootstrap
+	@scripts/run-bench.sh
+
+LAB_HOSTS ?= 3
+lab-up: bootstrap
+	scripts/lab.sh up -n $(LAB_HOSTS)
+
+lab-down:
+	scripts/lab.sh down
+
+clean: lab-down
+	rm -rf $(BUILD)/sanity $(ROOT)/tests/output

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build the collection tarball, install it into a scratch path, and prove ansible-doc can read every
+# module and filter from the installed copy (not from the source tree).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$PWD/.build/dist
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+rm -rf "$out"; mkdir -p "$out"
+ansible-galaxy collection build --force --output-path "$out" . >/dev/null
+tarball=$(ls "$out"/nodeguard-conntrack-*.tar.gz)
+echo "built $(basename "$tarball") ($(du -h "$tarball" | cut -f1))"
+# nothing from the dev tree may leak into the package
+leaks=$(tar -tzf "$tarball" | grep -E '^(\.venv|\.build|\.cache|\.lab|\.git|bench|scripts|requirements)/' || true)
+[ -z "$leaks" ] || { echo "dev files in the tarball:"; echo "$leaks"; exit 1; }
+ansible-galaxy collection install --offline -p "$scratch" "$tarball" >/dev/null
+export ANSIBLE_COLLECTIONS_PATH=$scratch
+installed=$scratch/ansible_collections/nodeguard/conntrack
+modules=$(find "$installed/plugins/modules" -name '*.py' ! -name '__init__.py' -printf '%f\n' | sed 's/\.py$//' | sort)
+count=0
+for m in $modules; do
+  ansible-doc -t module "nodeguard.conntrack.$m" >/dev/null
+  count=$((count + 1))
+done
+listed=$(ansible-doc -t module -l nodeguard.conntrack 2>/dev/null | awk '{print $1}' | sort)
+for m in $modules; do
+  grep -qx "nodeguard.conntrack.$m" <<<"$listed" || { echo "ansible-doc -l does not list nodeguard.conntrack.$m"; exit 1; }
+done
+fcount=0
+for f in $(ansible-doc -t filter -l nodeguard.conntrack 2>/dev/null | awk '{print $1}'); do
+  ansible-doc -t filter "$f" >/dev/null
+  fcount=$((fcount + 1))
+done
+roles=$(ls "$installed/roles" 2>/dev/null | wc -l)
+echo "installed copy: ansible-doc rendered $count module(s) and $fcount filter(s); $roles role(s) packaged"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Podman lab hosts for the demo, benchmarks and ad-hoc work.
+#   scripts/lab.sh up [-n N] [-p PREFIX] [--network] [--images debian12,debian13]
+#   scripts/lab.sh down [-p PREFIX]
+#   scripts/lab.sh status [-p PREFIX]
+# Each host is a podman container with its own network namespace (no route out: --network none, or
+# an --internal podman network shared by the hosts), NET_ADMIN + NET_RAW, /proc/sys unmasked and a
+# user-namespace mapping so host-wide sysctls stay read-only inside. The inventory is written to
+# .lab/<PREFIX>/inventory.yml (podman connection, from the test-only containers.podman collection).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/.build/containers.conf}
+
+cmd=${1:-}; shift || true
+n=3; prefix=ngct-lab; network=0; images=debian12,debian13
+while [ $# -gt 0 ]; do
+  case $1 in
+    -n|--hosts) n=$2; shift 2 ;;
+    -p|--prefix) prefix=$2; shift 2 ;;
+    --network) network=1; shift ;;
+    --images) images=$2; shift 2 ;;
+    *) echo "lab.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $prefix =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || { echo "lab.sh: bad prefix $prefix" >&2; exit 2; }
+[[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 64 ] || { echo "lab.sh: -n must be 1..64" >&2; exit 2; }
+IFS=, read -r -a image_list <<<"$images"
+labdir=$root/.lab/$prefix
+net_name=$prefix-net
+
+# PID 1 that exits on SIGTERM, so a stop takes no 10 s grace period
+PID1=(sh -c 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done')
+
+down() {
+  local ids
+  ids=$(podman ps -aq --filter "label=nodeguard.lab=$prefix")
+  if [ -n "$ids" ]; then
+    # shellcheck disable=SC2086
+    podman rm -f -t 2 $ids >/dev/null
+  fi
+  if podman network exists "$net_name" 2>/dev/null; then podman network rm -f "$net_name" >/dev/null; fi
+  rm -rf "$labdir"
+  echo "lab $prefix: down"
+}
+
+up() {
+  down >/dev/null
+  mkdir -p "$labdir"
+  local netargs=(--network none)
+  if [ "$network" = 1 ]; then
+    # --internal: no gateway, no NAT, netavark leaves the host's ip_forward alone
+    podman network create --internal --subnet 10.89.77.0/24 --label "nodeguard.lab=$prefix" "$net_name" >/dev/null
+    netargs=(--network "$net_name")
+  fi
+  {
+    echo "---"
+    echo "all:"
+    echo "  vars:"
+    echo "    ansible_connection: containers.podman.podman"
+    echo "    ansible_user: root"
+    echo "    ansible_python_interpreter: /usr/bin/python3"
+    echo "  hosts:"
+  } >"$labdir/inventory.yml"
+  local i name image
+  for i in $(seq 1 "$n"); do
+    name=$prefix-$i
+    image=localhost/nodeguard-${image_list[$(( (i - 1) % ${#image_list[@]} ))]}
+    podman run -d --name "$name" --hostname "$name" --label "nodeguard.lab=$prefix" "${netargs[@]}" \
+      --cap-add NET_ADMIN --cap-add NET_RAW --security-opt unmask=/proc/sys \
+      --uidmap 0:200000:65536 --gidmap 0:200000:65536 \
+      "$image" "${PID1[@]}" >/dev/null
+    printf '    %s:\n      lab_image: %s\n' "$name" "$image" >>"$labdir/inventory.yml"
+  done
+  echo "lab $prefix: $n hosts up, inventory $labdir/inventory.yml"
+}
+
+case $cmd in
+  up) up ;;
+  down) down ;;
+  status) podman ps -a --filter "label=nodeguard.lab=$prefix" --format '{{.Names}} {{.Image}} {{.Status}}' ;;
+  *) echo "usage: lab.sh up|down|status [-n N] [-p PREFIX] [--network] [--images a,b]" >&2; exit 2 ;;
+esac
