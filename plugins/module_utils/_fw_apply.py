@@ -126,8 +126,16 @@ class Host(object):
             raise FirewallError("cannot parse %s output: %s" % (tools["save"], exc))
 
     def restore(self, tools, script, test=False):
-        argv = [tools["restore"], "--noflush"] + (["--test"] if test else [])
-        rc, out, err = self.run(argv, data=script)
+        # the script goes in a private temp file, not stdin: a restore binary that exits early must not turn
+        # into a broken pipe that hides its own error message
+        handle, path = tempfile.mkstemp(prefix="ngct-restore-", suffix=".rules")
+        try:
+            with os.fdopen(handle, "w") as stream:
+                stream.write(script)
+            argv = [tools["restore"], "--noflush"] + (["--test"] if test else []) + [path]
+            rc, out, err = self.run(argv)
+        finally:
+            os.unlink(path)
         return rc, (err or out).strip()
 
     # -- apply with recovery ------------------------------------------------------------------------------------
