@@ -261,6 +261,7 @@ def size(spec):
     budget_bytes = int(ram_bytes * budget_pct / 100.0)
     budget_max = int(budget_bytes // (entry_bytes + BUCKET_BYTES / float(ratio)))
     explicit_max = knobs.get("max")
+    budget_limited = False
     if explicit_max is not None:
         if explicit_max != 0 and explicit_max < demand:
             raise SizingError("knobs.max", "(%s) is below the peak demand (%s): the table would overflow at peak"
@@ -273,6 +274,7 @@ def size(spec):
                                _fmt(memory_mb), _fmt(budget_max)))
     elif target > budget_max:
         target = budget_max
+        budget_limited = True
         rationale.append("memory budget %s%% of %s MB at %d B/entry allows %s entries (lowers max)"
                          % (budget_pct, _fmt(memory_mb), entry_bytes, _fmt(budget_max)))
         if budget_max < demand:
@@ -291,6 +293,14 @@ def size(spec):
         rationale.append("buckets pinned by knobs.buckets: %s" % _fmt(knobs["buckets"]))
     else:
         settings["buckets"] = buckets_for(target if target else budget_max, ratio)
+        if budget_limited:
+            # rounding buckets up may overshoot the budget by a few KiB: take it back from max
+            excess = memory_bytes(target, settings["buckets"], entry_bytes) - budget_bytes
+            if excess > 0:
+                target -= -(-excess // entry_bytes)
+                settings["max"] = target
+                settings["buckets"] = buckets_for(target, ratio)
+                rationale.append("max lowered to %s so the rounded-up buckets stay inside the budget" % _fmt(target))
         rationale.append("buckets = max / %d rounded up to a multiple of %d = %s"
                          % (ratio, BUCKET_GRANULARITY, _fmt(settings["buckets"])))
 

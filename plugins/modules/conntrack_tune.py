@@ -179,7 +179,7 @@ files:
       path: /etc/sysctl.d/90-nodeguard-conntrack.conf
       action: write
       changed: true
-skipped:
+skipped_knobs:
   description: Short names of the knobs that were skipped (see RV(knobs) for the reasons).
   returned: always
   type: list
@@ -325,7 +325,7 @@ def main():
     result = dict(
         changed=result_plan["changed"] or loaded_module,
         knobs=knobs,
-        skipped=sorted(k["name"] for k in result_plan["knobs"] if k["status"] == _tune.STATUS_SKIPPED),
+        skipped_knobs=sorted(k["name"] for k in result_plan["knobs"] if k["status"] == _tune.STATUS_SKIPPED),
         files=dict((role, {"path": f["path"], "action": f["action"], "changed": f["changed"]})
                    for role, f in result_plan["files"].items()),
         environment=dict(

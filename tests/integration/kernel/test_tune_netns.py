@@ -42,7 +42,7 @@ def test_readonly_max_skip_is_reported_not_applicable(lab, tmp_path):
     assert result["_rc"] == 0, result
     assert result["knobs"]["max"]["status"] == "skipped"
     assert result["knobs"]["max"]["reason"].startswith("not applicable")
-    assert result["skipped"] == ["max"]
+    assert result["skipped_knobs"] == ["max"]
     assert not result.get("warnings")
     assert _ns_knob(ns, "udp_timeout") == 62
     assert knob("max") == host_max

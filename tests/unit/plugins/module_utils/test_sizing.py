@@ -53,11 +53,11 @@ def test_cap_below_headroom_warns():
 def test_budget_forces_cap_and_warns():
     out = size({"memory_mb": 1024, "cpus": 1, "peak_flows": 100000, "memory_budget_pct": 5})
     limit = int(1024 * 1048576 * 0.05 // (384 + 8 / 4.0))
-    assert out["settings"]["max"] == limit
+    assert limit - 2 <= out["settings"]["max"] <= limit
     assert any("memory budget forced max" in w for w in out["warnings"])
-    assert out["memory"]["bytes"] <= out["memory"]["budget_bytes"] + BUCKET_GRANULARITY * 8
+    assert out["memory"]["bytes"] <= out["memory"]["budget_bytes"]
     starved = size({"memory_mb": 1024, "cpus": 1, "peak_flows": 200000, "memory_budget_pct": 5})
-    assert starved["settings"]["max"] == limit
+    assert starved["settings"]["max"] == out["settings"]["max"]
     assert any("below the peak demand 200,000 itself" in w for w in starved["warnings"])
 
 
@@ -185,11 +185,15 @@ def test_respects_floor_cap_budget(host, opts, peak, cap):
     if cap is not None:
         assert s["max"] <= cap
     assert s["max"] * (entry + 8.0 / ratio) <= budget + 1e-6 * budget
+    if any("memory budget" in line for line in out["rationale"]):
+        assert out["memory"]["bytes"] <= budget
     # floors hold unless the budget or the cap had to win
     floor = max(opts.get("min_max", 0), opts.get("per_cpu_floor", 0) * host["cpus"],
                 int(-(-peak * opts.get("headroom", 1.5) // 1)))
     if s["max"] < floor:
-        assert (cap is not None and s["max"] == cap) or s["max"] == int(budget // (entry + 8.0 / ratio))
+        budget_max = int(budget // (entry + 8.0 / ratio))
+        slack = BUCKET_GRANULARITY * 8 // entry + 2  # buckets rounding taken back from max
+        assert (cap is not None and s["max"] == cap) or budget_max - slack <= s["max"] <= budget_max
     # buckets: multiple of 512, at least max/ratio
     assert s["buckets"] % BUCKET_GRANULARITY == 0
     assert s["buckets"] * ratio >= s["max"]
