@@ -3,8 +3,8 @@
 #   scripts/lab.sh up [-n N] [-p PREFIX] [--network] [--images debian12,debian13]
 #   scripts/lab.sh down [-p PREFIX]
 #   scripts/lab.sh status [-p PREFIX]
-# Each host is a podman container with its own network namespace (no route out: --network none, or
-# an --internal podman network shared by the hosts), NET_ADMIN + NET_RAW, /proc/sys unmasked and a
+# Each host is a podman container with its own network namespace (no route out: --network none, plus
+# with --network a private switch shared by the hosts, see lab-net.sh), NET_ADMIN + NET_RAW, /proc/sys unmasked and a
 # user-namespace mapping so host-wide sysctls stay read-only inside. The inventory is written to
 # .lab/<PREFIX>/inventory.yml (podman connection, from the test-only containers.podman collection).
 set -euo pipefail
@@ -36,10 +36,14 @@ down() {
   local ids
   ids=$(podman ps -aq --filter "label=nodeguard.lab=$prefix")
   if [ -n "$ids" ]; then
+    # podman sometimes reports EBUSY on the shm mount while still removing the container: check after
     # shellcheck disable=SC2086
-    podman rm -f -t 2 $ids >/dev/null
+    podman rm -f -t 2 $ids >/dev/null 2>&1 || true
+    ids=$(podman ps -aq --filter "label=nodeguard.lab=$prefix")
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || podman rm -f -t 2 $ids >/dev/null
   fi
-  if podman network exists "$net_name" 2>/dev/null; then podman network rm -f "$net_name" >/dev/null; fi
+  scripts/lab-net.sh delete "$net_name"
   rm -rf "$labdir"
   echo "lab $prefix: down"
 }
@@ -47,12 +51,7 @@ down() {
 up() {
   down >/dev/null
   mkdir -p "$labdir"
-  local netargs=(--network none)
-  if [ "$network" = 1 ]; then
-    # --internal: no gateway, no NAT, netavark leaves the host's ip_forward alone
-    podman network create --internal --subnet 10.89.77.0/24 --label "nodeguard.lab=$prefix" "$net_name" >/dev/null
-    netargs=(--network "$net_name")
-  fi
+  [ "$network" = 1 ] && scripts/lab-net.sh create "$net_name"
   {
     echo "---"
     echo "all:"
@@ -66,11 +65,16 @@ up() {
   for i in $(seq 1 "$n"); do
     name=$prefix-$i
     image=localhost/nodeguard-${image_list[$(( (i - 1) % ${#image_list[@]} ))]}
-    podman run -d --name "$name" --hostname "$name" --label "nodeguard.lab=$prefix" "${netargs[@]}" \
+    podman run -d --name "$name" --hostname "$name" --label "nodeguard.lab=$prefix" --network none \
       --cap-add NET_ADMIN --cap-add NET_RAW --security-opt unmask=/proc/sys \
       --uidmap 0:200000:65536 --gidmap 0:200000:65536 \
       "$image" "${PID1[@]}" >/dev/null
     printf '    %s:\n      lab_image: %s\n' "$name" "$image" >>"$labdir/inventory.yml"
+    if [ "$network" = 1 ]; then
+      # benchmark range, only on interfaces inside the lab's own namespaces
+      scripts/lab-net.sh attach "$net_name" "$name" "198.18.0.$((10 + i))/24"
+      printf '      lab_address: 198.18.0.%s\n' "$((10 + i))" >>"$labdir/inventory.yml"
+    fi
   done
   echo "lab $prefix: $n hosts up, inventory $labdir/inventory.yml"
 }

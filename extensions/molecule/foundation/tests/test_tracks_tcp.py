@@ -43,3 +43,13 @@ def test_host_is_a_separate_netns(host):
     # inside the lab host nf_conntrack_max is read-only: it is a host-scope knob
     result = host.run("sh -c 'echo 1 > /proc/sys/net/netfilter/nf_conntrack_max'")
     assert result.rc != 0
+
+
+def test_lab_hosts_reach_each_other_only_over_their_switch(host):
+    """Each host has eth0 on the scenario's private switch and no default route (no way out)."""
+    routes = host.run("ip -4 route").stdout
+    assert "default" not in routes, routes
+    peer = "198.18.0.13" if host.backend.name == "foundation-debian12" else "198.18.0.12"
+    probe = host.run("python3 -c 'import socket; s=socket.socket(); s.settimeout(3); print(s.connect_ex((\"%s\", 9)))'" % peer)
+    # 111 = ECONNREFUSED: the peer answered with a RST, so the switch carries traffic between the hosts
+    assert probe.stdout.strip() == "111", probe
