@@ -1,0 +1,235 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: iptables_audit
+short_description: Lint the live iptables rule sets for conntrack mistakes
+version_added: 0.1.0
+description:
+  - Reads the live rule sets of both families from both backends (C(iptables-nft-save) and C(iptables-legacy-save),
+    whichever exist) and returns findings with stable ids, a severity, the offending rule and the fix.
+  - "Finding ids: V(NGCT001) NEW accepted with no ESTABLISHED,RELATED accept before it; V(NGCT002) ESTABLISHED,RELATED
+    accept placed after rejecting or expensive rules; V(NGCT003) unscoped INVALID drop in FORWARD (high severity when
+    the host is multi-homed or C(nf_conntrack_tcp_be_liberal=1)); V(NGCT004) DNAT rules while FORWARD drops and nothing
+    accepts the DNATed flows; V(NGCT005) rules split across the nft and legacy backends."
+  - Rule order is evaluated along the packet path, following jumps into user chains.
+  - The baseline written by M(nodeguard.conntrack.iptables_baseline) audits clean.
+author:
+  - nodeguard.conntrack contributors
+extends_documentation_fragment:
+  - nodeguard.conntrack.attributes
+  - nodeguard.conntrack.attributes.INFO_MODULE
+attributes:
+  platform:
+    platforms: posix
+options:
+  families:
+    description: Address families to audit.
+    type: list
+    elements: str
+    choices: [ipv4, ipv6]
+    default: [ipv4, ipv6]
+  backends:
+    description: Backends to read; a backend whose save command is missing is skipped (and listed in RV(skipped)).
+    type: list
+    elements: str
+    choices: [nft, legacy]
+    default: [nft, legacy]
+  multi_homed:
+    description:
+      - Whether the host routes over more than one interface. Unset means detected from C(/proc/net/route) and
+        C(/proc/net/ipv6_route) (more than one non-loopback interface carrying routes).
+    type: bool
+  tcp_be_liberal:
+    description: Whether C(nf_conntrack_tcp_be_liberal) is on. Unset means read from C(/proc/sys/net/netfilter).
+    type: bool
+  fail_on:
+    description: Fail the task when a finding of this severity or higher exists. V(never) only reports.
+    type: str
+    choices: [never, low, medium, high]
+    default: never
+seealso:
+  - module: nodeguard.conntrack.iptables_baseline
+"""
+
+EXAMPLES = r"""
+- name: Audit the rule sets
+  nodeguard.conntrack.iptables_audit:
+  register: audit
+
+- name: Gate CI on high-severity findings
+  nodeguard.conntrack.iptables_audit:
+    fail_on: high
+"""
+
+RETURN = r"""
+findings:
+  description: Findings, most severe first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Stable id (V(NGCT001) ... V(NGCT005)).
+      type: str
+      sample: NGCT003
+    severity:
+      description: V(low), V(medium) or V(high).
+      type: str
+      sample: high
+    title:
+      description: What the mistake is.
+      type: str
+      sample: unscoped INVALID drop in FORWARD
+    family:
+      description: V(ipv4) or V(ipv6).
+      type: str
+      sample: ipv4
+    backend:
+      description: V(nft) or V(legacy).
+      type: str
+      sample: nft
+    table:
+      description: Table of the offending rule.
+      type: str
+      sample: filter
+    chain:
+      description: Chain of the offending rule.
+      type: str
+      sample: KUBE-FORWARD
+    position:
+      description: 1-based position of the rule in its chain.
+      type: int
+      sample: 1
+    rule:
+      description: The rule as iptables-save prints it.
+      type: str
+      sample: -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+    detail:
+      description: Why this rule is a finding here.
+      type: str
+      sample: INVALID is dropped for every forwarded packet; the host is multi-homed
+    fix:
+      description: How to fix it.
+      type: str
+      sample: Scope the INVALID drop to the interfaces ...
+summary:
+  description: Number of findings per severity.
+  returned: always
+  type: dict
+  sample: {"info": 0, "low": 1, "medium": 0, "high": 2}
+sources:
+  description: The save commands read, per family and backend.
+  returned: always
+  type: list
+  elements: str
+  sample: [/usr/sbin/iptables-nft-save]
+skipped:
+  description: Family/backend pairs not read, with the reason.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ipv6/legacy: ip6tables-legacy-save not found"]
+context:
+  description: The context the findings were evaluated with.
+  returned: always
+  type: dict
+  sample: {"multi_homed": false, "tcp_be_liberal": false}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_audit as fw_audit
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as fw_save
+
+TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
+SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
+RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
+def _route_interfaces():
+    """Non-loopback interfaces that carry routes (IPv4 and IPv6)."""
+    names = set()
+    text = _read("/proc/net/route") or ""
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] != "lo":
+            names.add(parts[0])
+    text = _read("/proc/net/ipv6_route") or ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 10 and parts[9] != "lo" and not parts[0].startswith("ff"):
+            names.add(parts[9])
+    return sorted(names)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            families=dict(type="list", elements="str", choices=["ipv4", "ipv6"], default=["ipv4", "ipv6"]),
+            backends=dict(type="list", elements="str", choices=["nft", "legacy"], default=["nft", "legacy"]),
+            multi_homed=dict(type="bool"),
+            tcp_be_liberal=dict(type="bool"),
+            fail_on=dict(type="str", choices=["never", "low", "medium", "high"], default="never"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    context = {}
+    if params["multi_homed"] is None:
+        interfaces = _route_interfaces()
+        context["multi_homed"] = len(interfaces) > 1
+        context["route_interfaces"] = interfaces
+    else:
+        context["multi_homed"] = params["multi_homed"]
+    if params["tcp_be_liberal"] is None:
+        context["tcp_be_liberal"] = (_read("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
+    else:
+        context["tcp_be_liberal"] = params["tcp_be_liberal"]
+
+    rulesets, sources, skipped = [], [], []
+    for family in params["families"]:
+        for backend in params["backends"]:
+            name = "%s-%s-save" % (TOOLS[family], backend)
+            path = module.get_bin_path(name, required=False)
+            if not path:
+                skipped.append("%s/%s: %s not found" % (family, backend, name))
+                continue
+            rc, out, err = module.run_command([path], environ_update={"LANG": "C", "LC_ALL": "C"})
+            if rc != 0:
+                skipped.append("%s/%s: %s failed (rc=%d): %s" % (family, backend, name, rc, err.strip()))
+                continue
+            try:
+                ruleset = fw_save.parse_save(out)
+            except fw_save.SaveParseError as exc:
+                module.fail_json(msg="cannot parse %s output: %s" % (name, exc))
+            sources.append(path)
+            rulesets.append({"family": family, "backend": backend, "ruleset": ruleset})
+
+    findings = fw_audit.audit(rulesets, context)
+    result = dict(changed=False, findings=findings, summary=fw_audit.summary(findings), sources=sources,
+                  skipped=skipped, context=context)
+    threshold = SEVERITY_RANK[params["fail_on"]]
+    worst = [f for f in findings if RANK[f["severity"]] >= threshold]
+    if worst:
+        module.fail_json(msg="%d finding(s) at or above %s severity, first: %s %s (%s)" % (
+            len(worst), params["fail_on"], worst[0]["id"], worst[0]["title"], worst[0]["rule"]), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
