@@ -216,10 +216,6 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
             item["status"] = STATUS_SKIPPED
             item["reason"] = ("not present in this kernel now (conntrack %s); the persisted files apply it when "
                               "nf_conntrack loads" % env.get("conntrack"))
-        elif policy["raise_only"] and short in RAISE_ONLY_KNOBS and _higher(short, live, expected):
-            item["reason"] = "raise_only: live value %d is higher than %d and is kept" % (live, expected)
-            if writable:
-                persist_value = live
         elif live == expected:
             item["reason"] = "already %d" % live
         elif not writable:
@@ -228,11 +224,18 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
                 item["reason"] = "not applicable: host-scope knob, read-only outside the init network namespace"
             else:
                 item["reason"] = "not applicable: read-only here (/proc/sys read-only or no CAP_NET_ADMIN)"
-            message = "%s: wanted %d, live %d, %s" % (short, expected, live, item["reason"])
-            if policy["readonly_policy"] == "warn":
-                warnings.append(message)
-            elif policy["readonly_policy"] == "fail":
-                errors.append(message)
+            if policy["raise_only"] and short in RAISE_ONLY_KNOBS and _higher(short, live, expected):
+                # nothing to do anyway: the live value is already higher
+                item["reason"] += "; live value %d is higher, which raise_only accepts" % live
+            else:
+                message = "%s: wanted %d, live %d, %s" % (short, expected, live, item["reason"])
+                if policy["readonly_policy"] == "warn":
+                    warnings.append(message)
+                elif policy["readonly_policy"] == "fail":
+                    errors.append(message)
+        elif policy["raise_only"] and short in RAISE_ONLY_KNOBS and _higher(short, live, expected):
+            item["reason"] = "raise_only: live value %d is higher than %d and is kept" % (live, expected)
+            persist_value = live
         elif not policy["apply_live"]:
             item["status"] = STATUS_SKIPPED
             item["reason"] = "apply_live=false: persisted only, live value %d left alone" % live

@@ -200,3 +200,20 @@ def test_bad_knobs_name_the_field(knobs, field):
 def test_bad_paths(path):
     with pytest.raises(TuneError):
         _tune.validate_path("sysctl_file", path)
+
+
+@pytest.mark.parametrize("policy", ["skip", "warn", "fail"])
+def test_container_with_raise_only_reports_not_applicable_without_complaint(policy):
+    # host max 262144 is already higher than wanted: not applicable here, and nothing to warn or fail about
+    result = _plan({"max": 262144}, {"max": 225000}, writable={"max": False}, init_netns=False,
+                   raise_only=True, readonly_policy=policy)
+    item = _by_name(result)["max"]
+    assert item["status"] == "skipped"
+    assert item["reason"].startswith("not applicable: host-scope knob")
+    assert "raise_only accepts" in item["reason"]
+    assert result["warnings"] == [] and result["errors"] == []
+    # but a lower host value still counts under the policy
+    lower = _plan({"max": 131072}, {"max": 225000}, writable={"max": False}, init_netns=False,
+                  raise_only=True, readonly_policy=policy)
+    assert len(lower["errors"]) == (1 if policy == "fail" else 0)
+    assert len(lower["warnings"]) == (1 if policy == "warn" else 0)
