@@ -331,8 +331,8 @@ class EntryFilter:
         """Attributes for a dump request of one family that let the kernel skip what cannot match.
 
         Mark/mask and zone are understood by every supported kernel (older ones ignore what they do not
-        know), CTA_STATUS + CTA_STATUS_MASK from 5.19 on, CTA_FILTER with exact addresses, protocol and ports
-        from 5.8 on. The kernel's answer is re-checked in userspace anyway, so a kernel that ignores an
+        know), CTA_STATUS + CTA_STATUS_MASK from 5.19 on, CTA_FILTER with exact IPv4 addresses, protocol and
+        ports from 5.8 on. The kernel's answer is re-checked in userspace anyway, so a kernel that ignores an
         attribute only costs speed. Returns (payload bytes, used_tuple_filter).
         """
         attrs = []
@@ -370,7 +370,10 @@ class EntryFilter:
                                     else (CTA_IP_V6_SRC, CTA_IP_V6_DST, 16))
         for key, flag, attr_type in (("src", FILTER_F_IP_SRC, src_type), ("dst", FILTER_F_IP_DST, dst_type)):
             nets = self.nets.get("%s_%s" % (direction, key))
-            if nets and len(nets) == 1 and nets[0].is_host and nets[0].family == family:
+            # IPv4 only: the kernel's IPv6 address comparison in ctnetlink_filter_match_tuple is inverted
+            # (``!ipv6_addr_cmp()``, measured on 6.18: an exact IPv6 address filter drops the very entries
+            # that match), so IPv6 addresses are always matched in userspace.
+            if family == AF_INET and nets and len(nets) == 1 and nets[0].is_host and nets[0].family == family:
                 flags |= flag
                 ip_attrs.append(_nla(attr_type, nets[0].value.to_bytes(size, "big")))
         proto_attrs = []

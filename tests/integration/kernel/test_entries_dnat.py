@@ -24,19 +24,21 @@ BACKEND = "10.0.1.10"
 BACKEND_NEW = "10.0.1.11"
 
 TCP_SERVER = r"""
-import socket, sys
-srv = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(8)
-print("ready", flush=True)
-while True:
-    conn, _ = srv.accept()
+import socket, sys, threading
+def echo(conn):
     while True:
         data = conn.recv(64)
         if not data:
             break
         conn.sendall(data)
     conn.close()
+srv = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(8)
+print("ready", flush=True)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=echo, args=(conn,), daemon=True).start()
 """
 
 # connects, says "connected <port>", echoes one message, closes when told to on stdin
