@@ -108,11 +108,11 @@ step_collections() {
   stamp=$dest/.stamp-$ANSIBLE_WHEEL_VERSION
   if [ -f "$stamp" ]; then log "test collections: present"; return; fi
   local wheel
-  wheel=$(ls "$cache"/ansible-"$ANSIBLE_WHEEL_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+  wheel=$(find "$cache" -maxdepth 1 -name "ansible-$ANSIBLE_WHEEL_VERSION-*.whl" | head -n1)
   if [ -z "$wheel" ]; then
     log "test collections: downloading ansible==$ANSIBLE_WHEEL_VERSION wheel (once)"
     "$root/.venv/bin/pip" download -q --no-deps --only-binary=:all: -d "$cache" "ansible==$ANSIBLE_WHEEL_VERSION"
-    wheel=$(ls "$cache"/ansible-"$ANSIBLE_WHEEL_VERSION"-*.whl | head -n1)
+    wheel=$(find "$cache" -maxdepth 1 -name "ansible-$ANSIBLE_WHEEL_VERSION-*.whl" | head -n1)
   fi
   rm -rf "$dest"; mkdir -p "$dest"
   local patterns=()

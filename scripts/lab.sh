@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $prefix =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || { echo "lab.sh: bad prefix $prefix" >&2; exit 2; }
-[[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 64 ] || { echo "lab.sh: -n must be 1..64" >&2; exit 2; }
+if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 64 ]; then echo "lab.sh: -n must be 1..64" >&2; exit 2; fi
 IFS=, read -r -a image_list <<<"$images"
 labdir=$root/.lab/$prefix
 net_name=$prefix-net
@@ -51,7 +51,7 @@ down() {
 up() {
   down >/dev/null
   mkdir -p "$labdir"
-  [ "$network" = 1 ] && scripts/lab-net.sh create "$net_name"
+  if [ "$network" = 1 ]; then scripts/lab-net.sh create "$net_name"; fi
   {
     echo "---"
     echo "all:"

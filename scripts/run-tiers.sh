@@ -2,7 +2,7 @@
 # Run test tiers one after another through make, time each, print a summary, and exit non-zero
 # when any tier failed (every tier still runs, so one report shows all failures).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 declare -a names=() results=() secs=()
 failed=0
 for tier in "$@"; do
