@@ -14,7 +14,7 @@ mkdir -p "$build" "$cache"
 
 APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns containernetworking-plugins fuse-overlayfs uidmap slirp4netns
-  catatonit debootstrap iptables nftables conntrack iproute2 kmod procps libcap2-bin util-linux
+  catatonit debootstrap iptables nftables conntrack iproute2 kmod procps libcap2-bin util-linux python3-venv
   prometheus-node-exporter rsync make git ca-certificates shellcheck chromium
 )
 # The community package whose wheel carries the test-only collections (containers.podman for the
