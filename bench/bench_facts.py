@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark conntrack_facts (not a test: prints figures and ratios, asserts nothing about time).
 
 Run as root from the repository root:  .venv/bin/python bench/bench_facts.py [--entries 200000] [--runs 50]
@@ -71,7 +70,7 @@ print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times), "
 
 def median_process_ms(argv, runs):
     times = []
-    for _ in range(runs):
+    for _run in range(runs):
         t0 = time.perf_counter()
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         times.append((time.perf_counter() - t0) * 1000)
@@ -97,11 +96,11 @@ def in_namespace_part(args):
                                      capture_output=True, text=True, env=env, check=True).stdout
                 res = json.loads(out)
                 print("%-16s gather (all subsets but events, in process, median of %d): %.3f ms "
-                      "(min %.3f, max %.3f; counters via %s)" % (label, args.runs, res["median_ms"], res["min_ms"],
-                                                                 res["max_ms"], res["counters_source"]))
+                      "(min %.3f, max %.3f; counters via %s)"
+                      % (label, args.runs, res["median_ms"], res["min_ms"], res["max_ms"], res["counters_source"]))
                 print("%-16s conntrack -S + conntrack -C as processes (median of %d): %.2f ms; "
-                      "ratio gather / tools = %.3f" % (label, args.tool_runs, res["tools_ms"],
-                                                      res["median_ms"] / res["tools_ms"]))
+                      "ratio gather / tools = %.3f"
+                      % (label, args.tool_runs, res["tools_ms"], res["median_ms"] / res["tools_ms"]))
 
             measure("empty table")
             fill = ns.python(FILL.replace("sys.argv[1]", str(args.entries)), timeout=600)
@@ -144,7 +143,7 @@ def ansible_part(args):
                 print("SKIPPED Ansible round trip: %s failed: %s" % (argv[-1], (proc.stdout + proc.stderr)[-400:]))
                 return
         samples = {"module": [], "command": []}
-        for _ in range(args.ansible_runs):  # interleaved, so machine load hits both alike
+        for _run in range(args.ansible_runs):  # interleaved, so machine load hits both alike
             for name, argv in (("module", module), ("command", command)):
                 t0 = time.perf_counter()
                 subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)

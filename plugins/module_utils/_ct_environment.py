@@ -175,8 +175,8 @@ def _readlink(path):
 
 
 def _modules_builtin_lists_conntrack(release):
-    text = _read("/lib/modules/%s/modules.builtin" % release) or _read("/usr/lib/modules/%s/modules.builtin"
-                                                                           % release)
+    text = _read("/lib/modules/%s/modules.builtin" % release) or \
+        _read("/usr/lib/modules/%s/modules.builtin" % release)
     return bool(text) and bool(re.search(r"/nf_conntrack\.ko(\.\w+)?$", text, re.M))
 
 

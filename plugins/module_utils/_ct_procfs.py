@@ -64,8 +64,8 @@ def parse_stat_table(text):
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split()
         if len(fields) != len(columns):
-            raise ProcfsParseError("%s line %d: %d fields for %d columns" % (STAT_PATH, number, len(fields),
-                                                                            len(columns)))
+            raise ProcfsParseError("%s line %d: %d fields for %d columns"
+                                   % (STAT_PATH, number, len(fields), len(columns)))
         values = {}
         for name, field in zip(names, fields):
             values[name] = _hex(field, number)

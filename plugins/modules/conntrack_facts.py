@@ -21,9 +21,10 @@ description:
   - On a kernel without connection tracking loaded the module does not fail; it returns
     RV(ansible_facts.conntrack.available=false).
   - Timeouts, settings, counters and the entry count are per network namespace. C(max), C(buckets),
-    C(expect_max) and C(hashsize) are one global value that only the initial network namespace can change. RV(ansible_facts.conntrack.environment.readonly_knobs) says which knobs cannot be written here.
+    C(expect_max) and C(hashsize) are one global value that only the initial network namespace can change.
+    RV(ansible_facts.conntrack.environment.readonly_knobs) says which knobs cannot be written here.
 author:
-  - nodeguard.conntrack contributors
+  - nodeguard.conntrack contributors (@nodeguard)
 options:
   gather_subset:
     description:
@@ -56,7 +57,7 @@ attributes:
     platforms: posix
 notes:
   - Kernel log messages are rate-limited by the kernel, so event counts are a lower bound of table-full episodes,
-    not a count of dropped packets; RV(ansible_facts.conntrack.counters.drop) counts those.
+    not a count of dropped packets; the C(drop) counter in RV(ansible_facts.conntrack.counters) counts those.
   - Reading C(/dev/kmsg) needs C(CAP_SYSLOG) when C(kernel.dmesg_restrict=1), and containers usually have no
     C(/dev/kmsg); RV(ansible_facts.conntrack.events.readable) is then V(false) with the reason.
 seealso:

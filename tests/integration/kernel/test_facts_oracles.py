@@ -6,7 +6,6 @@ global nf_conntrack_max briefly under the host_knobs fixture, which restores it 
 """
 import subprocess
 import time
-import urllib.request  # noqa: F401  (used inside the namespace through ns.python)
 
 import pytest
 
@@ -54,7 +53,7 @@ def conntrack_c(ns):
 
 def quiescent_snapshot(ns, args=None, attempts=5):
     """Module facts bracketed by two identical conntrack -S/-C readings, so nothing moved in between."""
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         before = (conntrack_s(ns), conntrack_c(ns))
         result = ns.run_module("conntrack_facts", args or {})
         after = (conntrack_s(ns), conntrack_c(ns))

@@ -18,9 +18,8 @@ def run_module_argv(prefix, args=None):
         json.dump({"ANSIBLE_MODULE_ARGS": dict(args or {})}, handle)
         path = handle.name
     try:
-        command = "exec %s %s %s" % (shlex.quote(sys.executable), shlex.quote(os.path.join(MODULES_DIR,
-                                                                                       "conntrack_facts.py")),
-                                     shlex.quote(path))
+        module_path = os.path.join(MODULES_DIR, "conntrack_facts.py")
+        command = "exec %s %s %s" % (shlex.quote(sys.executable), shlex.quote(module_path), shlex.quote(path))
         proc = subprocess.run(list(prefix) + ["sh", "-c", command], capture_output=True, text=True,
                               env=dict(C_ENV, PYTHONPATH=COLLECTIONS_PATH), timeout=120, check=False)
     finally:

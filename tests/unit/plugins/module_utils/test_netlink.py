@@ -98,7 +98,7 @@ def test_error_reply_maps_to_exception_class(err, cls):
     msg = struct.pack("=IHHII", 16 + len(body), nl.NLMSG_ERROR, 0, 7, 0) + body
     with pytest.raises(cls) as info:
         list(nl.decode_replies([msg], seq=7, operation="X"))
-    assert type(info.value) is cls
+    assert info.value.__class__ is cls
     assert info.value.errno == err
 
 
