@@ -948,7 +948,13 @@ class EntryScan:
 
     def group_list(self, top=0):
         """[{key: {field: value}, count}] sorted by count (then key), the first ``top`` when top > 0."""
-        items = sorted(self.groups.items(), key=lambda item: (-item[1], repr(item[0])))
+        single = len(self.group_by) == 1
+
+        def order(item):
+            values = (item[0],) if single else item[0]
+            return (-item[1],) + tuple((value is None, value or 0) for value in values)
+
+        items = sorted(self.groups.items(), key=order)
         if top:
             items = items[:top]
         out = []

@@ -1,0 +1,159 @@
+"""Unit tests of the _ct_dump I/O loop with a scripted socket: requests sent, replies replayed.
+
+The replies are the recorded kernel dumps of fixtures/entries; errors and acks are built like the kernel's.
+"""
+
+import errno
+import os
+import struct
+
+import pytest
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_dump as D
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_entries as E
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _netlink as N
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "entries")
+
+
+def load_dump(name):
+    with open(os.path.join(FIXTURES, name + ".hex")) as handle:
+        return [bytes.fromhex(line.strip()) for line in handle if line.strip()]
+
+
+def nlmsg_error(err, seq):
+    return struct.pack("=IHHII", 36, N.NLMSG_ERROR, 0, seq, 0) + struct.pack("=i", -err) + b"\0" * 16
+
+
+class FakeSock:
+    def __init__(self, owner):
+        self.owner = owner
+        self.queue = []
+
+    def recv_into(self, buf):
+        data = self.queue.pop(0)
+        buf[:len(data)] = data
+        return len(data)
+
+    def sendto(self, data, _addr):
+        self.owner.sent_raw.append(bytes(data))
+        self.queue.extend(self.owner.on_raw(bytes(data)))
+
+
+class FakeCt:
+    """Stands in for CtnetlinkSocket; ``replies(request)`` returns the datagrams to queue for one request."""
+
+    def __init__(self, replies, on_raw=None, **_kwargs):
+        self.replies = replies
+        self.on_raw = on_raw or (lambda data: [])
+        self.requests = []
+        self.sent_raw = []
+        self.sock = FakeSock(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def send(self, msg_type, family=0, flags=0, payload=b"", res_id=0):
+        request = {"msg_type": msg_type, "family": family, "flags": flags, "payload": payload}
+        self.requests.append(request)
+        self.sock.queue.extend(self.replies(request))
+        return len(self.requests)
+
+
+def factory_of(ct):
+    return lambda **kwargs: ct
+
+
+def _has_filter(payload):
+    pos = 0
+    while pos < len(payload):
+        length, kind = struct.unpack_from("=HH", payload, pos)
+        if kind & 0x3FFF == E.CTA_FILTER:
+            return True
+        pos += (length + 3) & ~3
+    return False
+
+
+def test_dump_requests_per_family_with_kernel_filter():
+    dumps = {E.AF_INET: load_dump("dump_ipv4"), E.AF_INET6: load_dump("dump_ipv6")}
+    ct = FakeCt(lambda request: list(dumps[request["family"]]))
+    flt = E.EntryFilter.from_params({"proto": "tcp"})
+    scan, info = D.query(flt, group_by=["family"], limit=10, socket_factory=factory_of(ct))
+    assert [r["family"] for r in ct.requests] == [E.AF_INET, E.AF_INET6]
+    assert all(r["msg_type"] == N.IPCTNL_MSG_CT_GET and r["flags"] & N.NLM_F_DUMP for r in ct.requests)
+    assert all(_has_filter(r["payload"]) for r in ct.requests)
+    assert info == {"families": [E.AF_INET, E.AF_INET6], "kernel_filter": True}
+    assert scan.matched == 2 and scan.group_list() == [{"key": {"family": "ipv4"}, "count": 1},
+                                                       {"key": {"family": "ipv6"}, "count": 1}]
+
+
+def test_kernel_that_rejects_cta_filter_is_asked_again_without_it():
+    def replies(request):
+        if _has_filter(request["payload"]):
+            return [nlmsg_error(errno.EOPNOTSUPP, len(ct.requests))]
+        return list(load_dump("dump_ipv4"))
+
+    ct = FakeCt(replies)
+    flt = E.EntryFilter.from_params({"orig_dst": ["203.0.113.10"], "proto": "udp", "zone": 0})
+    scan, info = D.query(flt, socket_factory=factory_of(ct))
+    assert [_has_filter(r["payload"]) for r in ct.requests] == [True, False]
+    assert scan.matched == 2  # the userspace check still applies the whole filter
+
+
+def test_permission_error_is_the_netlink_permission_error():
+    ct = FakeCt(lambda request: [nlmsg_error(errno.EPERM, 1)])
+    with pytest.raises(N.CtnetlinkPermissionError) as info:
+        D.query(E.EntryFilter.from_params({}), socket_factory=factory_of(ct))
+    assert info.value.errno == errno.EPERM and "CAP_NET_ADMIN" in str(info.value)
+
+
+def test_no_kernel_filter_sends_no_attributes():
+    ct = FakeCt(lambda request: list(load_dump("dump_ipv4")))
+    flt = E.EntryFilter.from_params({"family": "ipv4", "mark": 257})
+    scan, info = D.query(flt, use_kernel_filter=False, socket_factory=factory_of(ct))
+    assert ct.requests[0]["payload"] == b"" and info["kernel_filter"] is False and scan.matched == 1
+
+
+def _acks_for(answers):
+    """on_raw callback: one NLMSG_ERROR ack per DELETE request, errno taken from ``answers`` in order."""
+    def on_raw(data):
+        out = []
+        pos = 0
+        while pos < len(data):
+            length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
+            assert kind == (N.NFNL_SUBSYS_CTNETLINK << 8) | N.IPCTNL_MSG_CT_DELETE and flags & N.NLM_F_ACK
+            out.append(nlmsg_error(answers.pop(0), seq))
+            pos += (length + 3) & ~3
+        return out
+    return on_raw
+
+
+def test_delete_counts_deleted_and_vanished():
+    scan = E.EntryScan(E.EntryFilter.from_params({"proto": "udp"}), collect_delete_keys=True)
+    for data in load_dump("dump_ipv4"):
+        scan.feed(bytearray(data), len(data))
+    assert len(scan.delete_keys) == 4
+    ct = FakeCt(lambda request: [], on_raw=_acks_for([0, errno.ENOENT, 0, 0]))
+    assert D.delete_entries(scan.delete_keys, socket_factory=factory_of(ct)) == (3, 1)
+    # each request is the entry's own tuple + zone + id, for its family
+    assert len(ct.sent_raw) == 1
+    first = ct.sent_raw[0]
+    length, _kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", first, 0)
+    assert first[16] == E.AF_INET and first[20:length] == scan.delete_keys[0][1]
+
+
+def test_delete_error_other_than_enoent_is_raised():
+    keys = [(E.AF_INET, b"")] * 3
+    ct = FakeCt(lambda request: [], on_raw=_acks_for([0, errno.EPERM, 0]))
+    with pytest.raises(N.CtnetlinkPermissionError):
+        D.delete_entries(keys, socket_factory=factory_of(ct))
+
+
+def test_delete_in_batches():
+    keys = [(E.AF_INET, b"")] * (D.DELETE_BATCH * 2 + 3)
+    ct = FakeCt(lambda request: [], on_raw=_acks_for([0] * len(keys)))
+    assert D.delete_entries(keys, socket_factory=factory_of(ct)) == (len(keys), 0)
+    assert len(ct.sent_raw) == 3
