@@ -63,7 +63,7 @@ unit: py-env
 	$(PYTEST) tests/unit -q
 
 integration: py-env
-	$(PYTEST) tests/integration/kernel -q -x
+	$(PYTEST) tests/integration/kernel -q -rfE --durations=10
 
 molecule: bootstrap
 	@set -e; for s in $(SCENARIOS); do \
