@@ -180,7 +180,8 @@ def _modules_builtin_lists_conntrack(release):
     return bool(text) and bool(re.search(r"/nf_conntrack\.ko(\.\w+)?$", text, re.M))
 
 
-def knob_modes(shorts, proc_dir=_knobs.PROC_SYS_DIR):
+def knob_modes(shorts, proc_dir=None):
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
     modes = {}
     for short in shorts:
         try:
@@ -190,8 +191,10 @@ def knob_modes(shorts, proc_dir=_knobs.PROC_SYS_DIR):
     return modes
 
 
-def knob_access(shorts, proc_dir=_knobs.PROC_SYS_DIR, hashsize_path=_knobs.HASHSIZE_PATH, init_netns=None):
+def knob_access(shorts, proc_dir=None, hashsize_path=None, init_netns=None):
     """{knob: writable by this process here}. access(2) honours the sysctl table mode and read-only mounts."""
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
+    hashsize_path = hashsize_path or _knobs.HASHSIZE_PATH
     access = {}
     for short in shorts:
         path = os.path.join(proc_dir, "nf_conntrack_" + short)

@@ -195,8 +195,9 @@ def gather(subsets, events_window=3600, events_max_records=50000, events_max_byt
     return facts, warnings
 
 
-def read_timeouts(proc_dir=_knobs.PROC_SYS_DIR):
+def read_timeouts(proc_dir=None):
     """Every nf_conntrack_*timeout* sysctl present here, catalogued or not (short names)."""
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
     try:
         names = os.listdir(proc_dir)
     except OSError:

@@ -111,8 +111,9 @@ def read_text(path):
         return handle.read()
 
 
-def read_stat_table(path=STAT_PATH):
+def read_stat_table(path=None):
     """Parsed /proc/net/stat/nf_conntrack, or None when this kernel has no such file."""
+    path = path or STAT_PATH
     try:
         text = read_text(path)
     except (IOError, OSError) as exc:
@@ -122,8 +123,9 @@ def read_stat_table(path=STAT_PATH):
     return parse_stat_table(text)
 
 
-def present_knobs(proc_dir=_knobs.PROC_SYS_DIR):
+def present_knobs(proc_dir=None):
     """Short names of the catalogue knobs that exist on this host (in this netns)."""
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
     try:
         names = set(os.listdir(proc_dir))
     except OSError:
@@ -131,8 +133,9 @@ def present_knobs(proc_dir=_knobs.PROC_SYS_DIR):
     return sorted(short for short in _knobs.KNOBS if "nf_conntrack_" + short in names)
 
 
-def read_knobs(shorts, proc_dir=_knobs.PROC_SYS_DIR):
+def read_knobs(shorts, proc_dir=None):
     """{short: int} for each knob that can be read; unreadable knobs are left out."""
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
     values = {}
     for short in shorts:
         path = os.path.join(proc_dir, "nf_conntrack_" + short)
@@ -143,8 +146,9 @@ def read_knobs(shorts, proc_dir=_knobs.PROC_SYS_DIR):
     return values
 
 
-def read_hashsize(path=_knobs.HASHSIZE_PATH):
+def read_hashsize(path=None):
     """The nf_conntrack ``hashsize`` module parameter, or None when absent or unreadable (mode 0600)."""
+    path = path or _knobs.HASHSIZE_PATH
     try:
         return parse_sysctl_int(read_text(path), "hashsize")
     except (IOError, OSError):

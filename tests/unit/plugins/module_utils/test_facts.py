@@ -131,3 +131,27 @@ def test_kmsg_garbage_gives_own_error_only(data):
 def test_read_kmsg_missing_device_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         events.read_kmsg(path=str(tmp_path / "kmsg"))
+
+
+@pytest.fixture
+def no_conntrack_host(tmp_path, monkeypatch):
+    """Point every conntrack path at an empty directory: a kernel without nf_conntrack loaded."""
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_environment, _knobs
+    empty = tmp_path / "netfilter"
+    empty.mkdir()
+    monkeypatch.setattr(_knobs, "PROC_SYS_DIR", str(empty))
+    monkeypatch.setattr(_knobs, "HASHSIZE_PATH", str(tmp_path / "hashsize"))
+    monkeypatch.setattr(procfs, "STAT_PATH", str(tmp_path / "nf_conntrack"))
+    monkeypatch.setattr(_ct_environment, "SYS_MODULE_DIR", str(tmp_path / "nf_conntrack_module"))
+
+
+def test_kernel_without_conntrack_is_reported_not_failed(no_conntrack_host):
+    result, warnings = facts.gather(["counters", "environment", "limits", "settings", "timeouts"])
+    assert result["available"] is False
+    assert result["limits"] == dict.fromkeys(["max", "count", "usage_pct", "buckets", "hashsize", "expect_max"])
+    assert result["timeouts"] == {} and result["settings"] == {}
+    assert result["counters"] is None and result["counters_source"] is None
+    assert result["environment"]["writable_knobs"] == [] and result["environment"]["readonly_knobs"] == []
+    assert result["environment"]["conntrack"] in ("absent", "builtin")  # builtin only if modules.builtin lists it
+    assert any("not loaded" in note for note in result["notes"])
+    assert warnings == []
