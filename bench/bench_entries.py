@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark conntrack entry queries (not a test: prints figures and ratios, asserts nothing about time).
 
 Run as root from the repository root:  .venv/bin/python bench/bench_entries.py [--entries 200000] [--runs 5]
@@ -133,7 +132,7 @@ def main():
             # small table: RSS baseline
             fill(ns, 0, args.small)
             small_count = count(ns)
-            small = [ours(ns, {"group_by": ["state"]}) for _ in range(3)]
+            small = [ours(ns, {"group_by": ["state"]}) for _run in range(3)]
             small_rss = min(r["child_maxrss_kb"] for r in small)
             print("\n%d entries: group_by state child peak RSS %.1f MiB (query %.1f ms)"
                   % (small_count, small_rss / 1024.0, 1000 * med([r["query_s"] for r in small])))
@@ -145,7 +144,7 @@ def main():
             # 2. dump + group_by state vs conntrack -L, interleaved
             ct_times, child_times, inproc_times, rss = [], [], [], []
             result = None
-            for _ in range(args.runs):
+            for _run in range(args.runs):
                 ct_times.append(conntrack_l(ns))
                 result = ours(ns, {"group_by": ["state"]})
                 child_times.append(result["wall_s"])
@@ -155,10 +154,10 @@ def main():
             print("  conntrack -L > /dev/null        %7.1f ms" % (1000 * med(ct_times)))
             print("  ours, child process (wall)      %7.1f ms   ratio %.2fx  (target <= 1.5x)"
                   % (1000 * med(child_times), med(child_times) / med(ct_times)))
-            print("  ours, in process (query only)   %7.1f ms   ratio %.2fx" % (1000 * med(inproc_times),
-                                                                               med(inproc_times) / med(ct_times)))
+            inproc = med(inproc_times)
+            print("  ours, in process (query only)   %7.1f ms   ratio %.2fx" % (1000 * inproc, inproc / med(ct_times)))
             print("  groups: %s" % result["groups"])
-            heavy = [ours(ns, {"group_by": ["orig_dst", "proto"]}) for _ in range(3)]
+            heavy = [ours(ns, {"group_by": ["orig_dst", "proto"]}) for _run in range(3)]
             print("  ours, group_by orig_dst+proto (%d groups; tuple decoded), in process %7.1f ms"
                   % (len(heavy[0]["groups"]), 1000 * med([h["query_s"] for h in heavy])))
             assert result["matched"] == total or abs(result["matched"] - total) < 50, (result["matched"], total)
@@ -177,7 +176,7 @@ def main():
             # 4. filtered query for one address
             addr = "127.1.0.77"
             ct_f, ours_f, ours_f_in, ours_u = [], [], [], []
-            for _ in range(args.runs):
+            for _run in range(args.runs):
                 ct_f.append(conntrack_l(ns, "-d", addr))
                 r = ours(ns, {"orig_dst": [addr]})
                 ours_f.append(r["wall_s"])
@@ -185,8 +184,8 @@ def main():
                 ours_u.append(ours(ns, {"reply_src": [addr]})["query_s"])
             print("\n== filtered: one destination address (%d of %d entries match) ==" % (r["matched"], total))
             print("  conntrack -L -d %s        %7.1f ms" % (addr, 1000 * med(ct_f)))
-            print("  ours orig_dst, child (wall)     %7.1f ms   ratio %.2fx" % (1000 * med(ours_f),
-                                                                               med(ours_f) / med(ct_f)))
+            filtered = med(ours_f)
+            print("  ours orig_dst, child (wall)     %7.1f ms   ratio %.2fx" % (1000 * filtered, filtered / med(ct_f)))
             print("  ours orig_dst, in process       %7.1f ms   (kernel-side CTA_FILTER)" % (1000 * med(ours_f_in)))
             print("  ours reply_src, in process      %7.1f ms   (userspace match on every entry)"
                   % (1000 * med(ours_u)))

@@ -743,9 +743,9 @@ class EntryScan:
             self._group_key = getters[0]
         else:
             self._group_key = lambda *values: tuple(getter(*values) for getter in getters)
-        self._descend = frozenset(kind for kind, needed in ((CTA_TUPLE_ORIG, self._need_orig),
-                                                             (CTA_TUPLE_REPLY, self._need_reply),
-                                                             (CTA_PROTOINFO, self._need_state)) if needed)
+        nests = ((CTA_TUPLE_ORIG, self._need_orig), (CTA_TUPLE_REPLY, self._need_reply),
+                 (CTA_PROTOINFO, self._need_state))
+        self._descend = frozenset(kind for kind, needed in nests if needed)
         self._decode_any = (self._need_orig or self._need_reply or self._need_status or self._need_state
                             or self._need_mark or self._need_zone)
         # (field, [(mask, value)]) for address checks, grouped per tuple side

@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Deletes the connection tracking entries of the network namespace the module runs in that match the same
     filters as M(nodeguard.conntrack.conntrack_info), over ctnetlink with the Python standard library only.
-  - The typical job is the stale-mapping problem: after a backend is replaced (DNAT rule changed), UDP flows keep
+  - The typical job is the stale-mapping problem. After a backend is replaced (DNAT rule changed), UDP flows keep
     their old mapping as long as packets keep arriving. Deleting the entries whose O(reply_src) is the retired
     backend makes the next packet go through NAT again.
   - Refuses to run without any filter unless O(all=true).
@@ -23,7 +23,7 @@ description:
     RV(vanished), not as an error.
   - Needs CAP_NET_ADMIN in the network namespace (root); fails with a clear message otherwise.
 author:
-  - nodeguard.conntrack contributors
+  - nodeguard.conntrack contributors (@nodeguard)
 extends_documentation_fragment:
   - nodeguard.conntrack.attributes
 attributes:

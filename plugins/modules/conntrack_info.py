@@ -14,14 +14,14 @@ version_added: 0.1.0
 description:
   - Reads the connection tracking table of the network namespace the module runs in over ctnetlink, with the
     Python standard library only; conntrack-tools does not need to be installed.
-  - Streams the table: memory does not grow with the number of entries unless entries are returned, so counting
+  - Streams the table, so memory does not grow with the number of entries unless entries are returned; counting
     or grouping a table of hundreds of thousands of entries is cheap.
   - Filters are pushed to the kernel where it supports them (mark and zone; status flags from Linux 5.19;
     exact addresses, protocol and ports from Linux 5.8) and always re-checked in userspace.
   - Each returned entry carries both tuples and a RV(entries[].nat) view saying what DNAT and SNAT rewrote.
   - Needs CAP_NET_ADMIN in the network namespace (root); fails with a clear message otherwise.
 author:
-  - nodeguard.conntrack contributors
+  - nodeguard.conntrack contributors (@nodeguard)
 extends_documentation_fragment:
   - nodeguard.conntrack.attributes
   - nodeguard.conntrack.attributes.INFO_MODULE

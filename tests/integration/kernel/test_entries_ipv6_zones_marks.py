@@ -35,7 +35,7 @@ def test_ipv6_dnat_entries_match_conntrack(lab):
     server = backend.spawn(["python3", "-c", TCP_SERVER, "::", "8443"], stdout=subprocess.PIPE, text=True)
     _wait_line(server, "ready")
     conns = []
-    for _ in range(3):
+    for _conn_index in range(3):
         conn = client.spawn(["python3", "-c", TCP_CLIENT, V6_VIP, "443", V6_CLIENT], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
         conns.append(int(_wait_line(conn, "connected", timeout=20).split()[1]))
