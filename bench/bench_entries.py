@@ -157,6 +157,14 @@ def main():
             inproc = med(inproc_times)
             print("  ours, in process (query only)   %7.1f ms   ratio %.2fx" % (1000 * inproc, inproc / med(ct_times)))
             print("  groups: %s" % result["groups"])
+            module_times = []
+            for _run in range(3):
+                t0 = time.perf_counter()
+                module = ns.run_module("conntrack_info", {"group_by": ["state"], "limit": 0})
+                module_times.append(time.perf_counter() - t0)
+                assert module["_rc"] == 0, module
+            print("  conntrack_info module run (AnsibleModule, JSON in/out) %7.1f ms   ratio %.2fx"
+                  % (1000 * med(module_times), med(module_times) / med(ct_times)))
             heavy = [ours(ns, {"group_by": ["orig_dst", "proto"]}) for _run in range(3)]
             print("  ours, group_by orig_dst+proto (%d groups; tuple decoded), in process %7.1f ms"
                   % (len(heavy[0]["groups"]), 1000 * med([h["query_s"] for h in heavy])))
