@@ -12,8 +12,8 @@ short_description: Preview the iptables-restore text of a firewall baseline mode
 version_added: 0.1.0
 author: nodeguard.conntrack developers
 description:
-  - Validates a baseline model (the options of P(nodeguard.conntrack.iptables_baseline#module): C(prefix), C(input),
-    C(forward), C(notrack), C(policies), C(families)) and renders the rules file the module would write for one family.
+  - Validates a baseline model (the options C(prefix), C(input), C(forward), C(notrack), C(policies) and C(families) of
+    P(nodeguard.conntrack.iptables_baseline#module)) and renders the rules file the module would write for one family.
   - Pure; runs on the controller and needs no host. Bad input raises an error naming the field.
 options:
   _input:

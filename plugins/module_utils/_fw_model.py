@@ -190,8 +190,8 @@ def _invalid_drop(data, field, default_enabled, forward):
     if not isinstance(log_rate, str) or not _RATE_RE.match(log_rate):
         raise FirewallModelError(field + ".log_rate", "must look like 5/min (N/sec|min|hour|day), got %r" % (log_rate,))
     number, unit = _RATE_RE.match(log_rate).groups()
-    log_rate = "%s/%s" % (number, {"second": "sec", "s": "sec", "minute": "min", "m": "min", "h": "hour",
-                                     "d": "day"}.get(unit, unit))
+    units = {"second": "sec", "s": "sec", "minute": "min", "m": "min", "h": "hour", "d": "day"}
+    log_rate = "%s/%s" % (number, units.get(unit, unit))
     log_prefix = data.get("log_prefix") or "ngct-invalid: "
     if not isinstance(log_prefix, str) or not _LOG_PREFIX_RE.match(log_prefix):
         raise FirewallModelError(field + ".log_prefix", "must be 1-29 characters of letters, digits, ' _.:=-', "

@@ -21,7 +21,7 @@ description:
   - Rule order is evaluated along the packet path, following jumps into user chains.
   - The baseline written by M(nodeguard.conntrack.iptables_baseline) audits clean.
 author:
-  - nodeguard.conntrack contributors
+  - nodeguard.conntrack contributors (@nodeguard)
 extends_documentation_fragment:
   - nodeguard.conntrack.attributes
   - nodeguard.conntrack.attributes.INFO_MODULE

@@ -26,7 +26,7 @@ description:
     C(nodeguard-conntrack-firewall.service), which never captures other software's chains.
   - See C(docs/firewall.md) for Docker/Kubernetes coexistence, INVALID scope, NOTRACK and the rollback pattern.
 author:
-  - nodeguard.conntrack contributors
+  - nodeguard.conntrack contributors (@nodeguard)
 extends_documentation_fragment:
   - nodeguard.conntrack.attributes
 attributes:

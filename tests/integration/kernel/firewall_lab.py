@@ -34,8 +34,8 @@ def module(ns: Netns, name: str, args: Dict, check_mode: bool = False, diff: boo
     try:
         result = json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError("module %s printed no JSON (rc=%d)\n%s\n%s" % (name, proc.returncode, proc.stdout,
-                                                                          proc.stderr))
+        raise AssertionError("module %s printed no JSON (rc=%d)\n%s\n%s"
+                             % (name, proc.returncode, proc.stdout, proc.stderr))
     result["_rc"] = proc.returncode
     return result
 

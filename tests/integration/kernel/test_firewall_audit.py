@@ -114,7 +114,7 @@ def test_the_baseline_audits_clean(lab, backend):
                          "invalid_drop": {"enabled": True, "in_interfaces": ["eth0"]}},
              "notrack": [{"proto": "udp", "ports": [53]}], "policies": {"forward": "DROP"}}
     assert module(ns, "iptables_baseline", model)["changed"]
-    restore(ns, backend, "ipv4", DNAT_DROPPED.split("*filter")[0])  # a DNAT: the baseline's accept_dnat covers it
+    restore(ns, backend, "ipv4", DNAT_DROPPED.split("*filter", maxsplit=1)[0])  # a DNAT: the baseline's accept_dnat covers it
     result = _audit(ns, multi_homed=True, tcp_be_liberal=True)
     assert result["findings"] == [], result["findings"]
     # the same host with Docker and kube-proxy chains next to the baseline: only their own findings remain

@@ -91,11 +91,10 @@ def test_missed_confirmation_rolls_back_within_the_timer(lab, tmp_path, backend)
     before = dict((family, rule_lines(save(ns, backend, family))) for family in FAMILIES)
     state_dir = str(tmp_path / "state")
     started = time.time()
-    result = module(ns, "iptables_baseline", dict(NEW, backend=backend, rollback_timeout=3, state_dir=state_dir,
-                                                    persist=True, rules_v4_path=str(tmp_path / "r4"),
-                                                    rules_v6_path=str(tmp_path / "r6"),
-                                                    config_path=str(tmp_path / "c.json"),
-                                                    loader_path=str(tmp_path / "load"), unit_path=""))
+    args = dict(NEW, backend=backend, rollback_timeout=3, state_dir=state_dir, persist=True,
+                rules_v4_path=str(tmp_path / "r4"), rules_v6_path=str(tmp_path / "r6"),
+                config_path=str(tmp_path / "c.json"), loader_path=str(tmp_path / "load"), unit_path="")
+    result = module(ns, "iptables_baseline", args)
     assert result["_rc"] == 0 and result["changed"], result
     assert result["rollback_method"] == "fork"  # never systemd-run from inside a namespace
     assert result["persist_pending"] is True and not os.path.exists(str(tmp_path / "r4"))
@@ -105,8 +104,8 @@ def test_missed_confirmation_rolls_back_within_the_timer(lab, tmp_path, backend)
     elapsed = time.time() - started
     assert 2.5 <= elapsed <= 10, elapsed
     assert open(os.path.join(state_dir, "rollback-" + token, "rc")).read().strip() == "0"
-    late = module(ns, "iptables_baseline", dict(NEW, backend=backend, confirm=True, rollback_token=token,
-                                                 state_dir=state_dir))
+    late = module(ns, "iptables_baseline",
+                  dict(NEW, backend=backend, confirm=True, rollback_token=token, state_dir=state_dir))
     assert late.get("failed") is True and "too late" in late["msg"], late
     assert late["rolled_back"] is True
     for family in FAMILIES:
@@ -125,8 +124,8 @@ def test_confirmation_cancels_the_rollback(lab, tmp_path, backend):
     assert first["_rc"] == 0 and first["rollback_token"], first
     applied = dict((family, rule_lines(save(ns, backend, family))) for family in FAMILIES)
     pid = int(open(os.path.join(state_dir, "rollback-" + first["rollback_token"], "pid")).read())
-    confirm = module(ns, "iptables_baseline", dict(NEW, backend=backend, confirm=True,
-                                                    rollback_token=first["rollback_token"], **paths))
+    confirm = module(ns, "iptables_baseline",
+                     dict(NEW, backend=backend, confirm=True, rollback_token=first["rollback_token"], **paths))
     assert confirm["_rc"] == 0 and confirm["changed"], confirm
     assert confirm["rollback_cancelled"] == [first["rollback_token"]]
     assert sorted(confirm["files_changed"]) == sorted(str(tmp_path / n) for n in ("r4", "r6", "c.json", "load"))
