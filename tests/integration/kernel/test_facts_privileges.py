@@ -104,3 +104,15 @@ def test_init_netns_reports_host_scope_knobs_writable():
     with open("/proc/sys/net/netfilter/nf_conntrack_max") as handle:
         assert facts["limits"]["max"] == int(handle.read())
     assert env["netns_inode"] == os.stat("/proc/self/ns/net").st_ino
+
+
+def test_bad_options_fail_naming_the_option(lab):
+    ns = lab.add("bad", conntrack_rule=False)
+    for args, field in (({"gather_subset": ["counters", "everything"]}, "gather_subset"),
+                        ({"events_window": 0}, "events_window"),
+                        ({"events_max_records": -5}, "events_max_records")):
+        result = ns.run_module("conntrack_facts", args)
+        assert result.get("failed") is True, result
+        assert result["msg"].startswith(field), result["msg"]
+        assert "Traceback" not in json.dumps(result)
+        assert "ansible_facts" not in result

@@ -80,3 +80,13 @@ def test_iptables_backend_matches_iptables_V(host, facts):
     version = host.run("iptables -V").stdout
     expected = "nft" if "nf_tables" in version else "legacy"
     assert facts["environment"]["iptables_backend"] == expected
+
+
+def test_events_report_whether_kmsg_is_readable(host):
+    events = json.loads(host.file("/root/conntrack_events.json").content_string)
+    readable = host.run("python3 -c \"import os; os.close(os.open('/dev/kmsg', os.O_RDONLY | os.O_NONBLOCK))\"").rc == 0
+    assert events["readable"] is readable
+    if readable:
+        assert events["records_read"] > 0 and events["table_full"] >= 0
+    else:
+        assert events["reason"].startswith("cannot read /dev/kmsg")
