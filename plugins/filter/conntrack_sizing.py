@@ -31,10 +31,10 @@ options:
     type: dict
     required: true
   memory_mb:
-    description: Host memory in MB (for example C(ansible_facts.memtotal_mb)). Overrides O(_input.memory_mb).
+    description: Host memory in MB (for example C(ansible_facts.memtotal_mb)). Overrides the C(memory_mb) key of the input.
     type: int
   cpus:
-    description: Host CPU count (for example C(ansible_facts.processor_vcpus)). Overrides O(_input.cpus).
+    description: Host CPU count (for example C(ansible_facts.processor_vcpus)). Overrides the C(cpus) key of the input.
     type: int
 """
 

@@ -25,6 +25,7 @@ description:
     skipped, not applicable.
   - Reads every value back after writing it and fails if the kernel did not take it.
   - All input is validated before anything on the host changes.
+  - The P(nodeguard.conntrack.conntrack_tuning#role) role sizes the values and calls this module.
 options:
   knobs:
     description:
@@ -116,7 +117,7 @@ notes:
 seealso:
   - plugin: nodeguard.conntrack.conntrack_sizing
     plugin_type: filter
-  - role: nodeguard.conntrack.conntrack_tuning
+    description: Turns inventory numbers into the values for O(knobs).
 """
 
 EXAMPLES = r"""
