@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 name: conntrack_sizing
 short_description: Turn inventory numbers and host facts into conntrack knob values
 version_added: 0.1.0
-author: nodeguard.conntrack developers
+author: nodeguard.conntrack developers (@nodeguard)
 description:
   - Sizes the connection tracking table from peak concurrent flows and/or the new-flow rate times the average
     flow lifetime (Little's law), with headroom, an optional per-CPU floor, a minimum, a cap and a memory budget.

@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 module: conntrack_tune
 short_description: Apply and persist Linux conntrack knobs in one round trip
 version_added: 0.1.0
-author: nodeguard.conntrack developers
+author: nodeguard.conntrack developers (@nodeguard)
 description:
   - Sets a whole set of connection tracking knobs (C(net.netfilter.nf_conntrack_*)) live through C(/proc/sys)
     and persists them in a C(sysctl.d) file, in one module call.
