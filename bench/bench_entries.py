@@ -11,6 +11,7 @@ Run as root from the repository root:  .venv/bin/python bench/bench_entries.py [
 4. A filtered query for one destination address against `conntrack -L -d ADDR`.
 5. Peak RSS (ru_maxrss of the child) of the group_by query at --small and at --entries entries: growth
    should stay below 30 MB since no entries are returned.
+6. conntrack_flush of every entry (by filter) against `conntrack -D` on the refilled table.
 """
 import argparse
 import json
@@ -204,6 +205,20 @@ def main():
             print("  %7d entries: %6.1f MiB" % (small_count, small_rss / 1024.0))
             print("  %7d entries: %6.1f MiB   growth %.1f MiB (target < 30 MB)"
                   % (total, big_rss / 1024.0, (big_rss - small_rss) / 1024.0))
+
+            # 6. flush everything matching, against conntrack -D (one delete per entry as well)
+            t0 = time.perf_counter()
+            flushed = ns.run_module("conntrack_flush", {"proto": "udp", "orig_dst": ["127.1.0.0/16"], "sample": 0})
+            flush_s = time.perf_counter() - t0
+            assert flushed["_rc"] == 0, flushed
+            fill(ns, 0, args.entries)
+            refilled = count(ns)
+            cd_s = wall(ns.argv(["sh", "-c", "conntrack -D -p udp > /dev/null 2>&1"]))[0]
+            print("\n== flush (module run, deletes by tuple + zone + id in batches of 128) ==")
+            print("  conntrack_flush proto=udp orig_dst=127.1.0.0/16: %d deleted in %7.1f ms"
+                  % (flushed["deleted"], 1000 * flush_s))
+            print("  conntrack -D -p udp (%d entries)                 %7.1f ms   ratio %.2fx"
+                  % (refilled, 1000 * cd_s, flush_s / cd_s))
         finally:
             lab.close()
 

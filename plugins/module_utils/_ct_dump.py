@@ -20,9 +20,9 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._netlink impor
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
+    NFNL_SUBSYS_CTNETLINK,
     NLMSG_ERROR,
     CtnetlinkSocket,
-    build_request,
     error_for,
 )
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_entries import (
@@ -35,7 +35,10 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_entries im
 RECV_BUFFER_SIZE = 1 << 16
 SOCKET_RCVBUF = 1 << 22
 DELETE_BATCH = 128
+DELETE_TIMEOUT = 30.0
 _NLMSG = struct.Struct("=IHHI")
+_DELETE_HEADER = struct.Struct("=IHHIIBBH")  # nlmsghdr + nfgenmsg (version 0, res_id 0)
+_DELETE_TYPE = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
 _ERRNO = struct.Struct("=i")
 # errors that mean "this kernel does not understand the filter attributes": retry without CTA_FILTER
 _FILTER_UNSUPPORTED = (_errno.EINVAL, _errno.EOPNOTSUPP)
@@ -96,52 +99,59 @@ def scan_table(scan, use_kernel_filter=True, socket_factory=CtnetlinkSocket):
 def delete_entries(keys, socket_factory=CtnetlinkSocket):
     """Delete entries by the keys ``EntryScan`` collected. Returns (deleted, vanished).
 
-    An entry that is gone by the time its delete arrives (expired, or removed by someone else) answers
-    ENOENT: it is counted as vanished, not as an error.
+    Requests go out in batches of DELETE_BATCH messages in one datagram. Only the last request of a batch asks
+    for an acknowledgement: the kernel handles the messages of a datagram in order and answers a request
+    without NLM_F_ACK only when it fails, so once the last one is acknowledged every failure of the batch has
+    been reported and the others were deleted. An entry that is gone by the time its delete arrives (expired,
+    or removed by someone else) answers ENOENT: it is counted as vanished, not as an error.
     """
     deleted = vanished = 0
     with socket_factory(rcvbuf=SOCKET_RCVBUF) as ct:
         sock = ct.sock
+        sock.settimeout(DELETE_TIMEOUT)
         buf = bytearray(RECV_BUFFER_SIZE)
         seq_base = 1
         for start in range(0, len(keys), DELETE_BATCH):
             batch = keys[start:start + DELETE_BATCH]
-            requests = []
-            pending = set()
-            for offset, (family, payload) in enumerate(batch):
-                seq = seq_base + offset
-                pending.add(seq)
-                requests.append(build_request(IPCTNL_MSG_CT_DELETE, seq, family=family,
-                                              flags=NLM_F_REQUEST | NLM_F_ACK, payload=payload))
-            seq_base += len(batch)
+            last_seq = seq_base + len(batch) - 1
+            # the same bytes as _netlink.build_request, packed in one call per entry (this loop runs per entry)
+            requests = [_DELETE_HEADER.pack(_DELETE_HEADER.size + len(payload), _DELETE_TYPE,
+                                            NLM_F_REQUEST | (NLM_F_ACK if seq == last_seq else 0), seq, 0,
+                                            family, 0, 0) + payload
+                        for seq, (family, payload) in enumerate(batch, seq_base)]
+            sent = range(seq_base, last_seq + 1)
+            seq_base = last_seq + 1
             try:
                 sock.sendto(b"".join(requests), (0, 0))
             except OSError as exc:
                 raise error_for(exc.errno or _errno.EIO, "CT_DELETE")
-            while pending:
+            failed = 0
+            acknowledged = False
+            while not acknowledged:
                 try:
                     size = sock.recv_into(buf)
                 except InterruptedError:
                     continue
-                except OSError as exc:
-                    raise error_for(exc.errno or _errno.EIO, "CT_DELETE")
+                except OSError as exc:  # including the timeout: the kernel never answered
+                    raise error_for(exc.errno or _errno.ETIMEDOUT, "CT_DELETE")
                 pos = 0
                 while pos + 16 <= size:
                     mlen, mtype, _flags, seq = _NLMSG.unpack_from(buf, pos)
                     if mlen < 16 or pos + mlen > size:
-                        raise CtDecodeError("malformed netlink acknowledgement")
-                    if mtype == NLMSG_ERROR and seq in pending:
+                        raise CtDecodeError("malformed netlink error message")
+                    if mtype == NLMSG_ERROR and seq in sent:
                         if mlen < 20:
-                            raise CtDecodeError("truncated netlink acknowledgement")
+                            raise CtDecodeError("truncated netlink error message")
                         err = -_ERRNO.unpack_from(buf, pos + 16)[0]
-                        pending.discard(seq)
-                        if err == 0:
-                            deleted += 1
-                        elif err == _errno.ENOENT:
+                        if seq == last_seq:
+                            acknowledged = True
+                        if err == _errno.ENOENT:
                             vanished += 1
-                        else:
+                            failed += 1
+                        elif err:
                             raise error_for(err, "CT_DELETE")
                     pos += (mlen + 3) & ~3
+            deleted += len(batch) - failed
     return deleted, vanished
 
 

@@ -838,7 +838,7 @@ class EntryScan:
                 pos += (mlen + 3) & ~3
                 continue
             # positions (relative to the message) of the attributes this query may need
-            if decode_any:
+            if decode_any or collect:
                 layout = layouts_get(mlen)
                 if layout is None or layout[0](buf, pos) != layout[1]:
                     layout = _learn_layout(buf, pos, mend, layouts, descend)
@@ -940,7 +940,11 @@ class EntryScan:
             if limit > len(entries):
                 entries.append(decode_entry(buf, pos + 20, mend, family))
             if collect:
-                self.delete_keys.append(delete_key(buf, pos + 20, mend, family))
+                parts = layout[6]
+                if parts is None:
+                    self.delete_keys.append(delete_key(buf, pos + 20, mend, family))
+                else:
+                    self.delete_keys.append((family, b"".join([buf[pos + rel:pos + rel + size] for rel, size in parts])))
             pos += (mlen + 3) & ~3
         self.scanned += scanned
         self.matched += matched
@@ -1043,13 +1047,20 @@ def _learn_layout(buf, pos, mend, layouts, descend):
     are read at the recorded offsets, a whole tuple with one more unpack. Every relied-on header is verified,
     so a message that only looks similar is walked again.
 
-    Returns (verify, expected_headers, offsets, orig_reader, reply_reader, state_offset).
+    Returns (verify, expected_headers, offsets, orig_reader, reply_reader, state_offset, delete_parts);
+    delete_parts are the (offset, padded length) of the attributes a delete request copies (see delete_key).
     """
     walk = _LayoutWalk(buf, pos)
     found = [-1] * len(_LAYOUT_KINDS)
     readers = {CTA_TUPLE_ORIG: None, CTA_TUPLE_REPLY: None}
     state_rel = -1
+    delete_parts = []
+    delete_ok = True
     for kind, a, alen in walk.attrs(pos + 20, mend, "entry"):
+        if kind in (CTA_TUPLE_ORIG, CTA_ZONE, CTA_ID):
+            padded = (alen + 3) & ~3
+            delete_ok = delete_ok and a + padded <= mend
+            delete_parts.append((a - pos, padded))
         if kind in _LAYOUT_KINDS:
             found[_LAYOUT_KINDS.index(kind)] = a - pos
             if kind in descend:
@@ -1064,7 +1075,8 @@ def _learn_layout(buf, pos, mend, layouts, descend):
         fmt.append("%dxI" % (rel - cursor) if rel > cursor else "I")
         cursor = rel + 4
     layout = (struct.Struct("".join(fmt)).unpack_from, tuple(raw for _off, raw in walk.headers), tuple(found),
-              readers[CTA_TUPLE_ORIG], readers[CTA_TUPLE_REPLY], state_rel)
+              readers[CTA_TUPLE_ORIG], readers[CTA_TUPLE_REPLY], state_rel,
+              tuple(delete_parts) if delete_ok and delete_parts else None)
     if len(walk.headers) <= 128:
         if len(layouts) >= _LAYOUT_CACHE_MAX:
             layouts.clear()

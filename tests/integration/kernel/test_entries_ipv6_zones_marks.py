@@ -135,3 +135,25 @@ def test_zones_and_marks(lab):
     flushed = host.run_module("conntrack_flush", {"mark": 0x100, "mark_mask": 0x100})
     assert flushed["deleted"] == 1
     assert sorted(e["original"]["dport"] for e in conntrack_list(host, "-p", "udp")) == [7002, 7003]
+
+
+FAN_OUT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for address, count in (("127.0.0.2", int(sys.argv[1])), ("127.0.0.3", int(sys.argv[2]))):
+    for port in range(20000, 20000 + count):
+        s.sendto(b"x", (address, port))
+"""
+
+
+def test_flush_of_several_delete_batches(lab):
+    """More entries than one delete datagram holds: every batch is acknowledged and really deleted."""
+    host = lab.add("batch")
+    host.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=300"])
+    host.run(["python3", "-c", FAN_OUT, "700", "5"])
+    assert len(conntrack_list(host, "-d", "127.0.0.2")) == 700
+    flushed = host.run_module("conntrack_flush", {"orig_dst": ["127.0.0.2"], "proto": "udp", "sample": 0})
+    assert flushed["_rc"] == 0 and flushed["matched"] == 700 and flushed["deleted"] == 700, flushed
+    assert flushed["vanished"] == 0 and flushed["sample"] == []
+    assert conntrack_list(host, "-d", "127.0.0.2") == []
+    assert len(conntrack_list(host, "-d", "127.0.0.3")) == 5

@@ -5,6 +5,7 @@ The replies are the recorded kernel dumps of fixtures/entries; errors and acks a
 
 import errno
 import os
+import socket
 import struct
 
 import pytest
@@ -30,7 +31,12 @@ class FakeSock:
         self.owner = owner
         self.queue = []
 
-    def recv_into(self, buf):
+    def settimeout(self, value):
+        self.timeout = value
+
+    def recv_into(self, buf, _size=0, _flags=0):
+        if not self.queue:
+            raise socket.timeout("timed out")  # what a real socket with a timeout raises when nothing comes
         data = self.queue.pop(0)
         buf[:len(data)] = data
         return len(data)
@@ -118,15 +124,19 @@ def test_no_kernel_filter_sends_no_attributes():
 
 
 def _acks_for(answers):
-    """on_raw callback: one NLMSG_ERROR ack per DELETE request, errno taken from ``answers`` in order."""
+    """on_raw callback answering DELETE requests like the kernel: an NLMSG_ERROR for a request that fails or
+    asks for an ACK, nothing for a successful one without NLM_F_ACK; errno per request from ``answers``."""
     def on_raw(data):
         out = []
         pos = 0
         while pos < len(data):
             length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, pos)
-            assert kind == (N.NFNL_SUBSYS_CTNETLINK << 8) | N.IPCTNL_MSG_CT_DELETE and flags & N.NLM_F_ACK
-            out.append(nlmsg_error(answers.pop(0), seq))
+            assert kind == (N.NFNL_SUBSYS_CTNETLINK << 8) | N.IPCTNL_MSG_CT_DELETE and flags & N.NLM_F_REQUEST
+            err = answers.pop(0)
+            if err or flags & N.NLM_F_ACK:
+                out.append(nlmsg_error(err, seq))
             pos += (length + 3) & ~3
+        assert pos == len(data), "requests must tile the datagram exactly"
         return out
     return on_raw
 
@@ -152,8 +162,26 @@ def test_delete_error_other_than_enoent_is_raised():
         D.delete_entries(keys, socket_factory=factory_of(ct))
 
 
+def test_delete_without_the_final_ack_times_out_with_an_error():
+    keys = [(E.AF_INET, b"")] * 2
+    ct = FakeCt(lambda request: [], on_raw=lambda data: [])
+    with pytest.raises(N.NetlinkError) as info:
+        D.delete_entries(keys, socket_factory=factory_of(ct))
+    assert info.value.errno == errno.ETIMEDOUT and ct.sock.timeout == D.DELETE_TIMEOUT
+
+
 def test_delete_in_batches():
     keys = [(E.AF_INET, b"")] * (D.DELETE_BATCH * 2 + 3)
     ct = FakeCt(lambda request: [], on_raw=_acks_for([0] * len(keys)))
     assert D.delete_entries(keys, socket_factory=factory_of(ct)) == (len(keys), 0)
     assert len(ct.sent_raw) == 3
+
+
+def test_delete_requests_are_what_build_request_makes():
+    keys = [(E.AF_INET, b"\x08\x00\x0c\x00\x01\x02\x03\x04"), (E.AF_INET6, b"")]
+    ct = FakeCt(lambda request: [], on_raw=_acks_for([0, 0]))
+    D.delete_entries(keys, socket_factory=factory_of(ct))
+    # only the last request of a batch asks for an ACK
+    expected = (N.build_request(N.IPCTNL_MSG_CT_DELETE, 1, family=E.AF_INET, flags=N.NLM_F_REQUEST, payload=keys[0][1])
+                + N.build_request(N.IPCTNL_MSG_CT_DELETE, 2, family=E.AF_INET6, flags=N.NLM_F_REQUEST | N.NLM_F_ACK))
+    assert ct.sent_raw == [expected]

@@ -348,3 +348,19 @@ def test_kernel_error_reply_is_reported_with_errno():
     with pytest.raises(E.CtKernelError) as info:
         scan([error])
     assert info.value.errno == 1
+
+
+def test_delete_keys_from_cached_layouts_equal_the_walked_ones():
+    datagrams = load_dump("dump_ipv4") + load_dump("dump_ipv6")
+    result = E.EntryScan(E.EntryFilter.from_params({}), collect_delete_keys=True)
+    for data in datagrams + datagrams:  # the second pass reads through the learned layouts
+        result.feed(bytearray(data), len(data))
+    walked = []
+    for data in datagrams:
+        pos = 0
+        while pos + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, pos)
+            if kind == E.CT_NEW_MSG_TYPE:
+                walked.append(E.delete_key(data, pos + 20, pos + length, data[pos + 16]))
+            pos += (length + 3) & ~3
+    assert len(walked) == 7 and result.delete_keys == walked + walked
