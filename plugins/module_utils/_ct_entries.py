@@ -741,6 +741,9 @@ class EntryScan:
             self._group_key = None
         elif len(getters) == 1:
             self._group_key = getters[0]
+        elif len(getters) == 2:
+            first, second = getters
+            self._group_key = lambda *values: (first(*values), second(*values))
         else:
             self._group_key = lambda *values: tuple(getter(*values) for getter in getters)
         nests = ((CTA_TUPLE_ORIG, self._need_orig), (CTA_TUPLE_REPLY, self._need_reply),
