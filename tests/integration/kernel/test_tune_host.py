@@ -4,7 +4,7 @@ files go to a temporary directory, never to the machine's /etc."""
 import os
 import stat
 
-from netns_lab import run
+from netns_lab import MODULES_DIR, run
 from tune_helpers import (
     conntrack_is_loadable_module,
     file_args,
@@ -57,6 +57,17 @@ def test_four_runs_apply_max_buckets_timeouts(host_knobs, tmp_path):
     assert text.startswith("# Managed by Ansible (nodeguard.conntrack.conntrack_tune)")
     assert "net.netfilter.nf_conntrack_buckets = %d\n" % rounded_buckets in text
     assert "net.netfilter.nf_conntrack_max = %d\n" % knobs["max"] in text
+
+    # a second oracle: issue 3's conntrack_facts, when it is in the tree
+    if os.path.exists(os.path.join(MODULES_DIR, "conntrack_facts.py")):
+        facts = run_module_here("conntrack_facts", {"gather_subset": ["limits", "timeouts"]})
+        assert facts["_rc"] == 0, facts
+        ct = facts["ansible_facts"]["conntrack"]
+        assert ct["limits"]["max"] == knobs["max"]
+        assert ct["limits"]["buckets"] == rounded_buckets
+        assert ct["limits"]["hashsize"] in (None, rounded_buckets)
+        assert ct["timeouts"]["tcp_timeout_established"] == knobs["tcp_timeout_established"]
+        assert ct["timeouts"]["udp_timeout"] == knobs["net.netfilter.nf_conntrack_udp_timeout"]
 
     check2 = run_module_here("conntrack_tune", args, check_mode=True, diff=True)
     assert check2["_rc"] == 0 and check2["changed"] is False, check2
