@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark (not a test): the conntrack_tuning role vs a naive play that sets the same knobs with one
 ansible.posix.sysctl task per knob, on the same podman lab hosts, first run and idempotent rerun.
 
@@ -147,8 +146,9 @@ def main():
     for name in results:
         first = statistics.median(results[name]["first"])
         rerun = statistics.median(results[name]["rerun"])
-        print("%-28s %10.2f %10.2f %12.2f %12.2f" % (name, first, rerun, first / statistics.median(naive["first"]),
-                                                    rerun / statistics.median(naive["rerun"])))
+        first_ratio = first / statistics.median(naive["first"])
+        rerun_ratio = rerun / statistics.median(naive["rerun"])
+        print("%-28s %10.2f %10.2f %12.2f %12.2f" % (name, first, rerun, first_ratio, rerun_ratio))
     print("ratios are role / naive; target <= 0.30")
     idempotent = all(c[1] == 0 for r in results.values() for c in r["changed"])
     print("idempotent reruns (changed=0 everywhere): %s" % idempotent)
