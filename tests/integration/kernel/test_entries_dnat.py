@@ -353,6 +353,9 @@ def test_flush_stale_mappings_after_backend_replacement(lab):
     _wait_line(old_flows, "echoed")
     assert len(conntrack_list(router, "-p", "udp", "--reply-src", BACKEND_NEW)) == 9
 
+    # check mode and a real run again: nothing left to do (check, real, check, real = changed, changed, not, not)
+    again_check = router.run_module("conntrack_flush", {"proto": "udp", "reply_src": [BACKEND]}, check_mode=True)
+    assert again_check["changed"] is False and again_check["matched"] == 0
     again = router.run_module("conntrack_flush", {"proto": "udp", "reply_src": [BACKEND]})
     assert again["changed"] is False and again["deleted"] == 0 and again["matched"] == 0
 
