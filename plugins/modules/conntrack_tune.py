@@ -280,7 +280,10 @@ def main():
     files_before = {}
     modes_before = {}
     for role, path in paths.items():
-        files_before[role] = _tune_host.read_file(path)
+        try:
+            files_before[role] = _tune_host.read_file(path)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="cannot read %s: %s" % (path, exc), field=PATH_OPTIONS[role])
         modes_before[role] = _tune_host.file_mode(path)
     result_plan = _tune.plan(env, desired, policy, files_before, paths, modes_before)
     if result_plan["errors"]:
@@ -317,10 +320,14 @@ def main():
             item["after"] = read
         for role in _tune.FILE_ROLES:
             item = result_plan["files"][role]
-            if item["action"] == "write":
-                _tune_host.write_file_atomic(item["path"], item["after"], policy["mode"])
-            elif item["action"] == "remove":
-                _tune_host.remove_file(item["path"])
+            try:
+                if item["action"] == "write":
+                    _tune_host.write_file_atomic(item["path"], item["after"], policy["mode"])
+                elif item["action"] == "remove":
+                    _tune_host.remove_file(item["path"])
+            except (IOError, OSError) as exc:
+                module.fail_json(msg="cannot %s %s: %s" % (item["action"], item["path"], exc), field=PATH_OPTIONS[role],
+                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
 
     knobs = dict((k["name"], _outcome(k)) for k in result_plan["knobs"])
     result = dict(

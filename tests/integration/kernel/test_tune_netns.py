@@ -70,3 +70,13 @@ def test_readonly_policy_fail_writes_nothing(lab, tmp_path):
     assert "max" in result["msg"]
     assert _ns_knob(ns, "udp_timeout") == before
     assert not os.listdir(str(tmp_path))
+
+
+def test_unreadable_file_path_fails_cleanly(lab, tmp_path):
+    ns = lab.add("dir")
+    args = dict(file_args(tmp_path), knobs={"udp_timeout": 63})
+    os.makedirs(args["sysctl_file"])  # a directory where the file should be
+    result = ns.run_module("conntrack_tune", args)
+    assert result["_rc"] != 0 and result["failed"] is True
+    assert result["field"] == "sysctl_file" and "Traceback" not in result.get("module_stderr", "")
+    assert _ns_knob(ns, "udp_timeout") != 63, "nothing is applied when a file cannot be read"
