@@ -44,11 +44,7 @@ _ERRNO = struct.Struct("=i")
 _FILTER_UNSUPPORTED = (_errno.EINVAL, _errno.EOPNOTSUPP)
 
 
-def _kernel_error(exc, operation):
-    return error_for(exc.errno, operation)
-
-
-def _read_dump(ct, scan, seq, operation):
+def _read_dump(ct, scan, operation):
     sock = ct.sock
     buf = bytearray(RECV_BUFFER_SIZE)
     recv_into = sock.recv_into
@@ -59,12 +55,10 @@ def _read_dump(ct, scan, seq, operation):
         except InterruptedError:
             continue
         except OSError as exc:
-            if exc.errno == _errno.ENOBUFS:
-                raise error_for(exc.errno, operation)
             raise error_for(exc.errno or _errno.EIO, operation)
         if size <= 0:
             raise CtDecodeError("netlink socket closed during a dump")
-        if feed(buf, size, seq):
+        if feed(buf, size):
             return
 
 
@@ -81,10 +75,10 @@ def scan_table(scan, use_kernel_filter=True, socket_factory=CtnetlinkSocket):
             while True:
                 payload, used = (scan.filter.kernel_filter_attrs(family, with_tuple_filter=with_tuple)
                                  if use_kernel_filter else (b"", False))
-                seq = ct.send(IPCTNL_MSG_CT_GET, family=family, flags=NLM_F_REQUEST | NLM_F_DUMP, payload=payload)
+                ct.send(IPCTNL_MSG_CT_GET, family=family, flags=NLM_F_REQUEST | NLM_F_DUMP, payload=payload)
                 before = scan.scanned
                 try:
-                    _read_dump(ct, scan, seq, "CT_GET")
+                    _read_dump(ct, scan, "CT_GET")
                 except CtKernelError as exc:
                     if used and exc.errno in _FILTER_UNSUPPORTED and scan.scanned == before:
                         with_tuple = False

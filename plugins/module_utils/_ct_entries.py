@@ -768,17 +768,17 @@ class EntryScan:
                 ports.append((index, port))
         return checks, ports
 
-    def feed(self, buf, end, expected_seq=None):
+    def feed(self, buf, end):
         """Process the netlink messages in ``buf[:end]``. Returns True when the dump is complete (DONE).
 
         Raises CtKernelError for an error reply, CtDecodeError for malformed bytes.
         """
         try:
-            return self._feed(buf, end, expected_seq)
+            return self._feed(buf, end)
         except (struct.error, IndexError, ValueError, OverflowError) as exc:
             raise CtDecodeError("malformed ctnetlink data: %s" % exc)
 
-    def _feed(self, buf, end, expected_seq):  # noqa: C901 - one hot loop on purpose
+    def _feed(self, buf, end):  # noqa: C901 - one hot loop on purpose
         nlmsg = _NLMSG.unpack_from
         nla = _NLA.unpack_from
         be32 = _BE32.unpack_from
@@ -807,150 +807,154 @@ class EntryScan:
         pos = 0
         scanned = matched = 0
         done = False
-        while pos + 16 <= end:
-            mlen, mtype, mflags = nlmsg(buf, pos)
-            if mlen < 16 or pos + mlen > end:
-                raise CtDecodeError("malformed netlink message at offset %d (length %d, %d bytes left)"
-                                    % (pos, mlen, end - pos))
-            mend = pos + mlen
-            if mtype != CT_NEW_MSG_TYPE:
-                if mtype == NLMSG_DONE:
-                    if mflags & NLM_F_DUMP_INTR:
-                        self.dump_interrupted = True
-                    if mlen >= 20:
+        try:
+            while pos + 16 <= end:
+                mlen, mtype, mflags = nlmsg(buf, pos)
+                if mlen < 16 or pos + mlen > end:
+                    raise CtDecodeError("malformed netlink message at offset %d (length %d, %d bytes left)"
+                                        % (pos, mlen, end - pos))
+                mend = pos + mlen
+                if mtype != CT_NEW_MSG_TYPE:
+                    if mtype == NLMSG_DONE:
+                        if mflags & NLM_F_DUMP_INTR:
+                            self.dump_interrupted = True
+                        if mlen >= 20:
+                            err = -_ERRNO.unpack_from(buf, pos + 16)[0]
+                            if err > 0:
+                                raise CtKernelError(err)
+                        done = True
+                        break
+                    if mtype == NLMSG_ERROR:
+                        if mlen < 20:
+                            raise CtDecodeError("truncated netlink error message")
                         err = -_ERRNO.unpack_from(buf, pos + 16)[0]
-                        if err > 0:
+                        if err:
                             raise CtKernelError(err)
-                    done = True
-                    break
-                if mtype == NLMSG_ERROR:
-                    if mlen < 20:
-                        raise CtDecodeError("truncated netlink error message")
-                    err = -_ERRNO.unpack_from(buf, pos + 16)[0]
-                    if err:
-                        raise CtKernelError(err)
-                    done = True
-                    break
-                pos += (mlen + 3) & ~3
-                continue
-            if mlen < 20:
-                raise CtDecodeError("conntrack message of %d bytes has no nfgenmsg" % mlen)
-            scanned += 1
-            family = family_of(buf, pos + 16)[0]
-            if family not in families:
-                pos += (mlen + 3) & ~3
-                continue
-            # positions (relative to the message) of the attributes this query may need
-            if decode_any or collect:
-                layout = layouts_get(mlen)
-                if layout is None or layout[0](buf, pos) != layout[1]:
-                    layout = _learn_layout(buf, pos, mend, layouts, descend)
-                offs = layout[2]
-            orig = reply = None
-            if need_orig:
-                if layout[3] is not None:
-                    orig = _read_tuple(layout[3], buf, pos)
-                else:
-                    orig_at = offs[0]
-                    if orig_at < 0:
-                        raise CtDecodeError("entry without an original tuple")
-                    orig_at += pos
-                    orig = _tuple(buf, orig_at + 4, orig_at + nla(buf, orig_at)[0])
-                if proto_want is not None and orig[0] != proto_want:
-                    pos += (mlen + 3) & ~3
-                    continue
-                ok = True
-                for index, nets in orig_addr:
-                    value = orig[index]
-                    ok = False
-                    for fam, mask, want in nets:
-                        if fam == family and value is not None and value & mask == want:
-                            ok = True
-                            break
-                    if not ok:
+                        done = True
                         break
-                if ok:
-                    for index, port in orig_ports:
-                        if orig[0] not in PORT_PROTOS or orig[index] != port:
-                            ok = False
-                            break
-                if not ok:
                     pos += (mlen + 3) & ~3
                     continue
-            if need_reply:
-                if layout[4] is not None:
-                    reply = _read_tuple(layout[4], buf, pos)
-                else:
-                    reply_at = offs[1]
-                    if reply_at < 0:
-                        raise CtDecodeError("entry without a reply tuple")
-                    reply_at += pos
-                    reply = _tuple(buf, reply_at + 4, reply_at + nla(buf, reply_at)[0])
-                ok = True
-                for index, nets in reply_addr:
-                    value = reply[index]
-                    ok = False
-                    for fam, mask, want in nets:
-                        if fam == family and value is not None and value & mask == want:
-                            ok = True
+                if mlen < 20:
+                    raise CtDecodeError("conntrack message of %d bytes has no nfgenmsg" % mlen)
+                scanned += 1
+                family = family_of(buf, pos + 16)[0]
+                if family not in families:
+                    pos += (mlen + 3) & ~3
+                    continue
+                # positions (relative to the message) of the attributes this query may need
+                if decode_any or collect:
+                    layout = layouts_get(mlen)
+                    if layout is None or layout[0](buf, pos) != layout[1]:
+                        layout = _learn_layout(buf, pos, mend, layouts, descend)
+                    offs = layout[2]
+                orig = reply = None
+                if need_orig:
+                    if layout[3] is not None:
+                        orig = _read_tuple(layout[3], buf, pos)
+                    else:
+                        orig_at = offs[0]
+                        if orig_at < 0:
+                            raise CtDecodeError("entry without an original tuple")
+                        orig_at += pos
+                        orig = _tuple(buf, orig_at + 4, orig_at + nla(buf, orig_at)[0])
+                    if proto_want is not None and orig[0] != proto_want:
+                        pos += (mlen + 3) & ~3
+                        continue
+                    ok = True
+                    for index, nets in orig_addr:
+                        value = orig[index]
+                        ok = False
+                        for fam, mask, want in nets:
+                            if fam == family and value is not None and value & mask == want:
+                                ok = True
+                                break
+                        if not ok:
                             break
+                    if ok:
+                        for index, port in orig_ports:
+                            if orig[0] not in PORT_PROTOS or orig[index] != port:
+                                ok = False
+                                break
                     if not ok:
-                        break
-                if ok:
-                    for index, port in reply_ports:
-                        if reply[0] not in PORT_PROTOS or reply[index] != port:
-                            ok = False
+                        pos += (mlen + 3) & ~3
+                        continue
+                if need_reply:
+                    if layout[4] is not None:
+                        reply = _read_tuple(layout[4], buf, pos)
+                    else:
+                        reply_at = offs[1]
+                        if reply_at < 0:
+                            raise CtDecodeError("entry without a reply tuple")
+                        reply_at += pos
+                        reply = _tuple(buf, reply_at + 4, reply_at + nla(buf, reply_at)[0])
+                    ok = True
+                    for index, nets in reply_addr:
+                        value = reply[index]
+                        ok = False
+                        for fam, mask, want in nets:
+                            if fam == family and value is not None and value & mask == want:
+                                ok = True
+                                break
+                        if not ok:
                             break
-                if not ok:
-                    pos += (mlen + 3) & ~3
-                    continue
-            status = 0
-            if need_status:
-                if offs[2] >= 0:
-                    status = be32(buf, pos + offs[2] + 4)[0]
-                if status & status_set != status_set or status & status_clear:
-                    pos += (mlen + 3) & ~3
-                    continue
-            state = None
-            if need_state:
-                state_at = layout[5]
-                if state_at >= 0:
-                    state = u8(buf, pos + state_at)[0]
-                elif state_at == -2:
-                    proto_at = pos + offs[3]
-                    state = _tcp_state(buf, proto_at + 4, proto_at + nla(buf, proto_at)[0])
-                if states is not None and state not in states:
-                    pos += (mlen + 3) & ~3
-                    continue
-            mark = 0
-            if need_mark:
-                if offs[4] >= 0:
-                    mark = be32(buf, pos + offs[4] + 4)[0]
-                if mark_want is not None and mark & mark_mask != mark_want:
-                    pos += (mlen + 3) & ~3
-                    continue
-            zone = 0
-            if need_zone:
-                if offs[5] >= 0:
-                    zone = be16(buf, pos + offs[5] + 4)[0]
-                if zone_want is not None and zone != zone_want:
-                    pos += (mlen + 3) & ~3
-                    continue
-            matched += 1
-            if group_key is not None:
-                key = group_key(family, orig, reply, state, status, mark, zone)
-                groups[key] = groups.get(key, 0) + 1
-            if limit > len(entries):
-                entries.append(decode_entry(buf, pos + 20, mend, family))
-            if collect:
-                parts = layout[6]
-                if parts is None:
-                    self.delete_keys.append(delete_key(buf, pos + 20, mend, family))
-                else:
-                    self.delete_keys.append((family, b"".join([buf[pos + rel:pos + rel + size] for rel, size in parts])))
-            pos += (mlen + 3) & ~3
-        self.scanned += scanned
-        self.matched += matched
+                    if ok:
+                        for index, port in reply_ports:
+                            if reply[0] not in PORT_PROTOS or reply[index] != port:
+                                ok = False
+                                break
+                    if not ok:
+                        pos += (mlen + 3) & ~3
+                        continue
+                status = 0
+                if need_status:
+                    if offs[2] >= 0:
+                        status = be32(buf, pos + offs[2] + 4)[0]
+                    if status & status_set != status_set or status & status_clear:
+                        pos += (mlen + 3) & ~3
+                        continue
+                state = None
+                if need_state:
+                    state_at = layout[5]
+                    if state_at >= 0:
+                        state = u8(buf, pos + state_at)[0]
+                    elif state_at == -2:
+                        proto_at = pos + offs[3]
+                        state = _tcp_state(buf, proto_at + 4, proto_at + nla(buf, proto_at)[0])
+                    if states is not None and state not in states:
+                        pos += (mlen + 3) & ~3
+                        continue
+                mark = 0
+                if need_mark:
+                    if offs[4] >= 0:
+                        mark = be32(buf, pos + offs[4] + 4)[0]
+                    if mark_want is not None and mark & mark_mask != mark_want:
+                        pos += (mlen + 3) & ~3
+                        continue
+                zone = 0
+                if need_zone:
+                    if offs[5] >= 0:
+                        zone = be16(buf, pos + offs[5] + 4)[0]
+                    if zone_want is not None and zone != zone_want:
+                        pos += (mlen + 3) & ~3
+                        continue
+                matched += 1
+                if group_key is not None:
+                    key = group_key(family, orig, reply, state, status, mark, zone)
+                    groups[key] = groups.get(key, 0) + 1
+                if limit > len(entries):
+                    entries.append(decode_entry(buf, pos + 20, mend, family))
+                if collect:
+                    parts = layout[6]
+                    if parts is None:
+                        self.delete_keys.append(delete_key(buf, pos + 20, mend, family))
+                    else:
+                        key = b"".join([buf[pos + rel:pos + rel + size] for rel, size in parts])
+                        self.delete_keys.append((family, key))
+                pos += (mlen + 3) & ~3
+        finally:
+            # counted even when an error ends the buffer, so a retry can tell whether anything was consumed
+            self.scanned += scanned
+            self.matched += matched
         return done
 
     def group_list(self, top=0):

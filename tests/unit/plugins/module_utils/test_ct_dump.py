@@ -185,3 +185,13 @@ def test_delete_requests_are_what_build_request_makes():
     expected = (N.build_request(N.IPCTNL_MSG_CT_DELETE, 1, family=E.AF_INET, flags=N.NLM_F_REQUEST, payload=keys[0][1])
                 + N.build_request(N.IPCTNL_MSG_CT_DELETE, 2, family=E.AF_INET6, flags=N.NLM_F_REQUEST | N.NLM_F_ACK))
     assert ct.sent_raw == [expected]
+
+
+def test_error_after_entries_is_not_retried():
+    """A retry without CTA_FILTER is only safe before any entry was consumed (else entries count twice)."""
+    entries_datagram = load_dump("dump_ipv4")[0]
+    ct = FakeCt(lambda request: [entries_datagram, nlmsg_error(errno.EINVAL, 1)])
+    flt = E.EntryFilter.from_params({"family": "ipv4", "orig_dst": ["203.0.113.10"], "proto": "udp"})
+    with pytest.raises(N.NetlinkError) as info:
+        D.query(flt, socket_factory=factory_of(ct))
+    assert info.value.errno == errno.EINVAL and len(ct.requests) == 1
