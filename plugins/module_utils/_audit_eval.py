@@ -216,11 +216,15 @@ def _usage(limits, opts):
         pct = None
         if _is_int(count) and _is_int(max_entries) and max_entries > 0:
             pct = round(count * 100.0 / max_entries, 2)
+    # compare the exact ratio, not the rounded percentage (74.9996 % must not count as 75 %)
+    exact = pct
+    if _is_int(count) and _is_int(max_entries) and max_entries > 0:
+        exact = count * 100.0 / max_entries
     level = "ok"
-    if pct is not None:
-        if pct >= opts["critical_pct"]:
+    if exact is not None:
+        if exact >= opts["critical_pct"]:
             level = "critical"
-        elif pct >= opts["warning_pct"]:
+        elif exact >= opts["warning_pct"]:
             level = "warning"
     return {
         "count": count if _is_int(count) else None,
