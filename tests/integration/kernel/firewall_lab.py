@@ -9,12 +9,31 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from netns_lab import C_ENV, COLLECTIONS_PATH, MODULES_DIR, Netns
+from netns_lab import C_ENV, COLLECTIONS_PATH, MODULES_DIR, Netns, run
 
 PREFIX = "NG-CT-"
 BACKENDS = ("nft", "legacy")
 FAMILIES = ("ipv4", "ipv6")
 TOOL = {"ipv4": "iptables", "ipv6": "ip6tables"}
+
+
+def _probe_legacy() -> None:
+    """iptables-legacy needs the ip_tables/ip6_tables kernel code (module or built in). Say so clearly instead of
+    failing deep inside a test (or, worse, skipping half the matrix quietly)."""
+    name = "ngfwprobe%d" % os.getpid()
+    run(["ip", "netns", "add", name])
+    try:
+        for tool in ("iptables-legacy", "ip6tables-legacy"):
+            proc = run(["ip", "netns", "exec", name, tool, "-w", "-t", "filter", "-L", "-n"], check=False)
+            if proc.returncode != 0:
+                raise RuntimeError("%s is not usable on this machine (rc=%d: %s); the firewall tests cover both "
+                                   "backends and need the ip_tables/ip6_tables kernel code (modprobe ip_tables "
+                                   "ip6_tables)" % (tool, proc.returncode, proc.stderr.strip()))
+    finally:
+        run(["ip", "netns", "del", name], check=False)
+
+
+_probe_legacy()
 
 
 def module(ns: Netns, name: str, args: Dict, check_mode: bool = False, diff: bool = False,

@@ -184,3 +184,12 @@ def test_only_declared_ports_connect(lab, backend):
     assert not _connects(client, "10.91.0.2", 9001) and not _connects(client, "fd00:91::2", 9001)
     assert module(server, "iptables_baseline", _args(backend, model, state="absent"))["changed"]
     assert _connects(client, "10.91.0.2", 9001) and _connects(client, "fd00:91::2", 9001)
+
+
+def test_auto_backend_follows_the_plain_iptables_command(lab):
+    ns = lab.add("fw", conntrack_rule=False)
+    version = ns.run(["iptables", "-V"]).stdout
+    expected = "nft" if "nf_tables" in version else "legacy"
+    result = module(ns, "iptables_baseline", {"backend": "auto", "state_dir": "/tmp/ngct-unused"})
+    assert result["_rc"] == 0 and result["backend"] == expected, result
+    assert owned(save(ns, expected, "ipv4")) and owned(save(ns, expected, "ipv6"))
