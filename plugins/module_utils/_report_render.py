@@ -197,7 +197,7 @@ main{padding:18px 28px;max-width:1200px}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;color:#fff;font-weight:600;font-size:12px;
 text-transform:uppercase;letter-spacing:.03em}
 .ok{background:#2e7d32}.warning{background:#ef8f00}.critical{background:#c62828}.info{background:#546e7a}
-.missing{background:#6a1b9a}
+.badge.missing{background:#6a1b9a}
 table{border-collapse:collapse;background:#fff;margin:8px 0 14px;width:100%}
 th,td{border:1px solid #dde3e8;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#eef2f5;font-weight:600}
@@ -219,11 +219,15 @@ code{background:#eef2f5;padding:1px 4px;border-radius:3px;font-size:12px;word-br
 """
 
 
-def usage_svg(usage, width=560, height=58):
-    """Inline SVG: the table's fill as a bar against the warning and critical thresholds."""
+def usage_svg(usage, width=560, height=58, compact=False):
+    """Inline SVG: the table's fill as a bar against the warning and critical thresholds.
+
+    ``compact`` (the overview table): no threshold captions, the percentage to the right of the bar."""
     pct = usage.get("usage_pct")
     level = usage.get("level") or "ok"
     left, right, top, bar = 8, 8, 14, 22
+    if compact:
+        left, right, top, bar = 2, 62, 8, 16
     inner = width - left - right
     parts = ['<svg class="usage-chart" role="img" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
              'viewBox="0 0 %d %d">' % (width, height, width, height)]
@@ -248,9 +252,15 @@ def usage_svg(usage, width=560, height=58):
         x = left + inner * float(value) / 100.0
         parts.append('<line class="threshold-%s" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="2" '
                      'stroke-dasharray="4 2"/>' % (h(name), x, top - 6, x, top + bar + 4, colour))
-        parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="%s">%s %s %%</text>'
-                     % (x, top - 7, colour, h(name), h(_num(float(value), 0))))
-    parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s</text>' % (left, top + bar + 16, h(label)))
+        if not compact:
+            parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="%s" fill="%s">%s %s %%</text>'
+                         % (x, top - 7, "end" if name == "warning" else "start", colour, h(name),
+                            h(_num(float(value), 0))))
+    if compact:
+        parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s %%</text>'
+                     % (left + inner + 6, top + bar - 3, h(_num(float(pct)))))
+    else:
+        parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s</text>' % (left, top + bar + 16, h(label)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -331,11 +341,11 @@ def render_html(report):
         rows.append('<tr class="overview" data-host="%s"><td><a href="#host-%d">%s</a></td><td>%s</td>'
                     '<td>%s</td><td class="num">%s / %s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
                         h(result["host"]), index, h(result["host"]), _badge(result["status"]),
-                        usage_svg(usage, width=220, height=44), h(_num(usage["count"])), h(_num(usage["max"])),
+                        usage_svg(usage, width=240, height=32, compact=True), h(_num(usage["count"])), h(_num(usage["max"])),
                         h(_rising_text(result)), h(result["sizing"]["verdict"] if result.get("sizing") else "not declared"),
                         h(", ".join(sorted(set(f["id"] for f in result["findings"]))) or "none")))
     for host in report.get("missing_hosts") or []:
-        rows.append('<tr class="overview missing" data-host="%s"><td>%s</td><td><span class="badge missing">missing'
+        rows.append('<tr class="overview not-reported" data-host="%s"><td>%s</td><td><span class="badge missing">missing'
                     '</span></td><td colspan="5">did not report (unreachable or failed before the audit)</td></tr>'
                     % (h(host), h(host)))
     cards = "".join('<div class="card"><b>%s</b>%s</div>' % (h(summary[key]), h(label)) for key, label in (
