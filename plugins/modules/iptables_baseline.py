@@ -330,6 +330,8 @@ options:
     description:
       - Refuse to apply rules that would drop new SSH connections from the controller (the address and port in the
         C(SSH_CONNECTION) environment of the module), before anything changes.
+      - C(sudo) removes C(SSH_CONNECTION) unless C(env_keep) lists it; without it the guard cannot check anything, so
+        use O(rollback_timeout) when changing the rules of remote hosts.
     type: bool
     default: true
   rollback_timeout:
