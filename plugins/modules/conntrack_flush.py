@@ -31,8 +31,8 @@ attributes:
     support: full
     details: Counts the matching entries and returns a sample of them; deletes nothing.
   diff_mode:
-    support: full
-    details: Returns the number of matching entries before and after as a short text.
+    support: partial
+    details: Returns the number of matching entries before and after as a short text, not the entries themselves.
   platform:
     platforms: posix
     details: Linux with conntrack (nf_conntrack and nf_conntrack_netlink, built in or loadable).
