@@ -45,6 +45,8 @@ test: bootstrap
 
 lint: py-env
 	ansible-lint --offline --profile production
+	@# plugin and role documentation (markup, references between plugins) as antsibull-docs renders it
+	cd $(BUILD)/collections/ansible_collections/nodeguard/conntrack && antsibull-docs lint-collection-docs --plugin-docs .
 
 sanity: py-env
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)

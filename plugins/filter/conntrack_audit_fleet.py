@@ -13,8 +13,9 @@ version_added: 0.1.0
 author: nodeguard.conntrack developers
 description:
   - Builds the fleet report (C(schema_version) V(1.0)) from the results of
-    P(nodeguard.conntrack.conntrack_audit_evaluate#filter): hosts sorted worst first, a summary naming the hosts that
-    are close to full, dropping, carrying rule-set mistakes or sized below their declared peak, and the gate verdict.
+    P(nodeguard.conntrack.conntrack_audit_evaluate#filter) with the hosts sorted worst first, a summary naming the
+    hosts that are close to full, dropping, carrying rule-set mistakes or sized below their declared peak, and the
+    gate verdict.
   - Hosts listed in O(missing) that have no result are reported as missing and make the fleet V(critical).
   - Render it with P(nodeguard.conntrack.conntrack_report_render#filter). The JSON Schema is
     C(docs/audit-report.schema.json).
