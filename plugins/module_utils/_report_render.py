@@ -67,8 +67,8 @@ def render_text(report):
         _plain(summary["status"]), summary["hosts"], summary["critical"], summary["warning"], summary["ok"],
         summary["missing"], _plain(report["thresholds"]["warning_pct"]), _plain(report["thresholds"]["critical_pct"]),
         _plain(report["fail_on"]), ", gate FAILED" if report.get("gate_failed") else ""),
-        "%-24s %-8s %7s %9s %9s  %-22s %-14s %s" % ("host", "status", "usage%", "count", "max", "rising", "sizing",
-                                                  "findings")]
+        "%-24s %-8s %7s %9s %9s  %-22s %-14s %s" % (
+            "host", "status", "usage%", "count", "max", "rising", "sizing", "findings")]
     for result in report["hosts"]:
         usage = result["usage"]
         lines.append("%-24s %-8s %7s %9s %9s  %-22s %-14s %s" % (
@@ -151,8 +151,8 @@ def render_markdown(report):
         lines.append("")
         if result["findings"]:
             for item in result["findings"]:
-                lines.append("- **%s** %s: %s — %s" % (md(item["id"]), md(item["severity"]), md(item["title"]),
-                                                      md(item["detail"])))
+                lines.append("- **%s** %s: %s — %s" % (
+                    md(item["id"]), md(item["severity"]), md(item["title"]), md(item["detail"])))
                 if item.get("rule"):
                     lines.append("  - rule (%s %s %s): %s" % (md(item.get("family")), md(item.get("backend")),
                                                               md(item.get("table")), md_code(item["rule"])))
@@ -225,9 +225,9 @@ def usage_svg(usage, width=560, height=58, compact=False):
     ``compact`` (the overview table): no threshold captions, the percentage to the right of the bar."""
     pct = usage.get("usage_pct")
     level = usage.get("level") or "ok"
-    left, right, top, bar = 8, 8, 14, 22
+    left, right, top, bar_h = 8, 8, 14, 22
     if compact:
-        left, right, top, bar = 2, 62, 8, 16
+        left, right, top, bar_h = 2, 62, 8, 16
     inner = width - left - right
     parts = ['<svg class="usage-chart" role="img" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
              'viewBox="0 0 %d %d">' % (width, height, width, height)]
@@ -235,32 +235,32 @@ def usage_svg(usage, width=560, height=58, compact=False):
         label = "usage unknown (max unlimited or unreadable)"
         parts.append('<title>%s</title>' % h(label))
         parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#eceff1" stroke="#b0bec5"/>'
-                     % (left, top, inner, bar))
+                     % (left, top, inner, bar_h))
         parts.append('<text x="%d" y="%d" font-size="12" fill="#37474f">%s</text>' % (left + 6, top + 15, h(label)))
         parts.append("</svg>")
         return "".join(parts)
     shown = max(0.0, min(100.0, float(pct)))
     label = "%.2f %% of max (%s / %s)" % (float(pct), _num(usage.get("count")), _num(usage.get("max")))
     parts.append('<title>%s</title>' % h("usage " + label))
-    parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#eceff1" stroke="#b0bec5"/>' % (left, top, inner, bar))
+    parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#eceff1" stroke="#b0bec5"/>' % (left, top, inner, bar_h))
     parts.append('<rect class="usage-bar" x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
-                 % (left, top, inner * shown / 100.0, bar, LEVEL_COLOURS.get(level, "#546e7a")))
+                 % (left, top, inner * shown / 100.0, bar_h, LEVEL_COLOURS.get(level, "#546e7a")))
     for name, value, colour in (("warning", usage.get("warning_pct"), LEVEL_COLOURS["warning"]),
                                 ("critical", usage.get("critical_pct"), LEVEL_COLOURS["critical"])):
         if value is None:
             continue
         x = left + inner * float(value) / 100.0
         parts.append('<line class="threshold-%s" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="2" '
-                     'stroke-dasharray="4 2"/>' % (h(name), x, top - 6, x, top + bar + 4, colour))
+                     'stroke-dasharray="4 2"/>' % (h(name), x, top - 6, x, top + bar_h + 4, colour))
         if not compact:
             parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="%s" fill="%s">%s %s %%</text>'
                          % (x, top - 7, "end" if name == "warning" else "start", colour, h(name),
                             h(_num(float(value), 0))))
     if compact:
         parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s %%</text>'
-                     % (left + inner + 6, top + bar - 3, h(_num(float(pct)))))
+                     % (left + inner + 6, top + bar_h - 3, h(_num(float(pct)))))
     else:
-        parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s</text>' % (left, top + bar + 16, h(label)))
+        parts.append('<text x="%d" y="%d" font-size="12" fill="#1d2327">%s</text>' % (left, top + bar_h + 16, h(label)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -314,8 +314,8 @@ def _host_html(index, result):
             '<tr><td>%s</td><td>%s</td><td class="num">%s</td></tr>' % (h(s["proto"]), h(s["state"]), h(_num(s["count"])))
             for s in result["states"]))
     if result.get("nat"):
-        side.append('<p class="nat">NAT entries: dnat %s, snat %s</p>' % (h(_num(result["nat"]["dnat"])),
-                                                                         h(_num(result["nat"]["snat"]))))
+        side.append('<p class="nat">NAT entries: dnat %s, snat %s</p>' % (
+            h(_num(result["nat"]["dnat"])), h(_num(result["nat"]["snat"]))))
     sizing = result.get("sizing")
     if sizing:
         side.append('<p class="sizing" data-verdict="%s">Sizing: peak demand %s × headroom %s = %s needed; live max %s '

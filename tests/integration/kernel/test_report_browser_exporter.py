@@ -6,13 +6,11 @@ nf_conntrack_max (host knob, restored by the host_knobs fixture), one with the c
 no ESTABLISHED,RELATED accept, then a drop), one clean. Their facts, rule audit and entry statistics come from the
 collection's modules run inside each namespace; evaluation and rendering are the filters' code.
 """
-import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 
@@ -185,6 +183,7 @@ def test_textfile_scraped_by_node_exporter(fleet, tmp_path):
         assert "%s_stat_chaintoolong_total %d" % (prefix, host["counters"]["chaintoolong"]) in body
         assert '%s_nat_entries{type="dnat"} %d' % (prefix, host["nat"]["dnat"]) in body
         for state in host["states"]:
-            assert '%s_entries_by_state{proto="%s",state="%s"} %d' % (prefix, state["proto"], state["state"],
-                                                                       state["count"]) in body
+            line = '%s_entries_by_state{proto="%s",state="%s"} %d' % (
+                prefix, state["proto"], state["state"], state["count"])
+            assert line in body
     assert re.search(r'node_textfile_mtime_seconds\{file="[^"]*host0\.prom"\}', body)
