@@ -258,12 +258,13 @@ def _contains(network, address):
 
 
 def _dnat_address(to_destination):
+    """First translated address of a --to-destination value (``a[-b][:port[-port]]``, IPv6 in brackets)."""
     text = to_destination or ""
     if text.startswith("["):
         return text[1:].split("]", 1)[0]
-    if text.count(":") == 1:
-        return text.split(":", 1)[0]
-    return text.split("-", 1)[0] if text.count(":") == 0 else text
+    if text.count(":") > 1:  # IPv6 without a port
+        return text.split("-", 1)[0]
+    return text.split(":", 1)[0].split("-", 1)[0]
 
 
 def _dnat_findings(family, backend, ruleset):

@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_render as render
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_audit import analyse, audit, summary
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_audit import _dnat_address, analyse, audit, summary
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_model import normalise_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_save import parse_save
 
@@ -146,3 +146,18 @@ def test_analyse_and_summary():
     assert info["target"] == "ACCEPT" and info["proto"] == "tcp" and info["scoped"]
     assert info["conds"] == {"! -i docker0", "-o docker0"}
     assert summary(_run(NEW_NO_EST)) == {"info": 0, "low": 0, "medium": 0, "high": 1}
+
+
+@pytest.mark.parametrize("value,address", [("10.0.0.5:80", "10.0.0.5"), ("10.0.0.5", "10.0.0.5"),
+                                           ("10.0.0.5-10.0.0.9:80-90", "10.0.0.5"), ("[fd00::5]:80", "fd00::5"),
+                                           ("fd00::5", "fd00::5"), ("fd00::5-fd00::9", "fd00::5")])
+def test_dnat_destination_forms(value, address):
+    assert _dnat_address(value) == address
+
+
+def test_ipv6_dnat_accepted_by_destination():
+    text = ("*nat\n-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80\nCOMMIT\n"
+            "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A FORWARD -d fd00::/64 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+    assert _run(text, family="ipv6") == []
+    assert _ids(_run(text.replace("fd00::/64", "fd01::/64"), family="ipv6")) == [("NGCT004", "high")]
