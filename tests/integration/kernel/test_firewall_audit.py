@@ -53,6 +53,17 @@ def _ids(result):
     return sorted(set(f["id"] for f in result["findings"]))
 
 
+V6 = {"203.0.113.9/32": "2001:db8::9/128", "10.50.0.5:80": "[fd00::5]:80"}
+
+
+def _for_family(ruleset, family):
+    if family == "ipv6":
+        for old, new in V6.items():
+            ruleset = ruleset.replace(old, new)
+    return ruleset
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("ruleset,expected,severity,chain", [
     (NO_ESTABLISHED, "NGCT001", "high", "INPUT"),
@@ -60,16 +71,17 @@ def _ids(result):
     (INVALID_FORWARD, "NGCT003", "medium", "FORWARD"),
     (DNAT_DROPPED, "NGCT004", "high", "PREROUTING"),
 ])
-def test_each_mistake_is_found(lab, backend, ruleset, expected, severity, chain):
+def test_each_mistake_is_found(lab, backend, family, ruleset, expected, severity, chain):
     ns = lab.add("au", conntrack_rule=False)
-    restore(ns, backend, "ipv4", ruleset)
+    restore(ns, backend, family, _for_family(ruleset, family))
     result = _audit(ns, multi_homed=False, tcp_be_liberal=False)
     assert _ids(result) == [expected], result["findings"]
     finding = result["findings"][0]
     assert (finding["severity"], finding["chain"], finding["family"], finding["backend"]) == (
-        severity, chain, "ipv4", backend)
+        severity, chain, family, backend)
     assert finding["rule"].startswith("-A %s " % chain) and finding["fix"]
-    assert "/usr/sbin/iptables-%s-save" % backend in result["sources"]
+    tool = "iptables" if family == "ipv4" else "ip6tables"
+    assert "/usr/sbin/%s-%s-save" % (tool, backend) in result["sources"]
 
 
 def test_invalid_drop_is_worse_when_multi_homed_or_liberal(lab):
