@@ -23,12 +23,13 @@ before = json.load(open(reports + "/audit-before/conntrack-audit.json"))
 after = json.load(open(reports + "/audit-after/conntrack-audit.json"))
 after_by = dict((h["host"], h) for h in after["hosts"])
 print("conntrack fleet audit: before -> after harden + flush_stale (%s s)" % seconds)
-row = "%-12s %-9s %8s %8s %-22s   %-9s %8s %-22s"
-print(row % ("host", "before", "usage%", "count", "findings", "after", "usage%", "findings"))
-for h in sorted(before["hosts"], key=lambda h: h["host"]):
+row = "%-12s %-13s %-9s %8s %8s %-17s   %-9s %8s %-17s"
+parts = ["undersized", "faulty-rules", "clean"]  # as scripts/demo.yml assigns them, by inventory order
+print(row % ("host", "part", "before", "usage%", "count", "findings", "after", "usage%", "findings"))
+for index, h in enumerate(sorted(before["hosts"], key=lambda h: int(h["host"].rsplit("-", 1)[1]))):
     a = after_by[h["host"]]
     ids = lambda r: ",".join(sorted(set(f["id"] for f in r["findings"] if f["severity"] != "info"))) or "-"
-    print(row % (h["host"], h["status"], "%.2f" % h["usage"]["usage_pct"], h["usage"]["count"], ids(h),
+    print(row % (h["host"], parts[index % 3], h["status"], "%.2f" % h["usage"]["usage_pct"], h["usage"]["count"], ids(h),
                  a["status"], "%.2f" % a["usage"]["usage_pct"], ids(a)))
 print()
 for r in after["hosts"]:

@@ -250,6 +250,9 @@ def usage_svg(usage, width=560, height=58, compact=False):
         if value is None:
             continue
         x = left + inner * float(value) / 100.0
+        # a white casing keeps the line visible over a bar of the same colour
+        parts.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ffffff" stroke-width="4"/>'
+                     % (x, top - 6, x, top + bar_h + 4))
         parts.append('<line class="threshold-%s" x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="2" '
                      'stroke-dasharray="4 2"/>' % (h(name), x, top - 6, x, top + bar_h + 4, colour))
         if not compact:
