@@ -131,3 +131,33 @@ def test_textfile_for_node_exporter(host, after):
     result = _host(after, host.backend.name)
     assert "nodeguard_conntrack_stat_clash_resolve_total %d" % result["counters"]["clash_resolve"] in text
     assert 'nodeguard_conntrack_nat_entries{type="dnat"} %d' % result["nat"]["dnat"] in text
+
+
+def test_diagnose_bundle_of_the_clean_host(host):
+    """diagnose ran for audit-clean only: one directory and one tar.gz, with what the host's kernel says."""
+    import glob
+    import tarfile
+    runs = glob.glob(os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "diagnose", "*"))
+    assert len(runs) == 1, runs
+    bundle = os.path.join(runs[0], host.backend.name)
+    if host.backend.name != "audit-clean":
+        assert not os.path.exists(bundle)
+        return
+    names = sorted(os.listdir(bundle))
+    assert names == ["counters.json", "entries_by_state.json", "facts.json", "iptables_counters.txt",
+                     "kernel_conntrack_messages.txt", "nat_mappings.json", "top_destinations.json", "top_sources.json"]
+    with tarfile.open(bundle + ".tar.gz") as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == ["audit-clean/" + n for n in names]
+    top = json.load(open(os.path.join(bundle, "top_destinations.json")))["groups"]
+    held = [g for g in top if g["key"] == {"proto": "tcp", "orig_dst": "127.0.0.1", "orig_dport": 8080}]
+    # the five connections prepare holds open, as conntrack-tools counts them
+    oracle = host.check_output("conntrack -L -p tcp --dport 8080 2>/dev/null | wc -l")
+    assert held and held[0]["count"] == int(oracle) == 5
+    nat = json.load(open(os.path.join(bundle, "nat_mappings.json")))
+    assert nat["address"] == "127.0.0.1" and nat["to_address"]["total_matched"] >= 5
+    rules = open(os.path.join(bundle, "iptables_counters.txt")).read()
+    assert "### iptables-nft-save -c" in rules and "-j NG-CT-INPUT" in rules and "[" in rules
+    counters = json.load(open(os.path.join(bundle, "counters.json")))
+    assert counters["counters_source"] == "netlink" and len(counters["counters_per_cpu"]) >= 1
+    kernel = open(os.path.join(bundle, "kernel_conntrack_messages.txt")).read()
+    assert kernel.strip(), "the bundle says what it found, or why the kernel log was not readable"
