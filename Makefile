@@ -70,7 +70,7 @@ integration: py-env
 molecule: bootstrap
 	@set -e; for s in $(SCENARIOS); do \
 	  echo "== molecule scenario $$s"; \
-	  (cd extensions && molecule test -s $$s); \
+	  (cd extensions && MOLECULE_EPHEMERAL_DIRECTORY=$(BUILD)/molecule/$$s molecule test -s $$s); \
 	done
 
 bench: bootstrap
