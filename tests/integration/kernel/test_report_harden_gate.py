@@ -61,7 +61,7 @@ def _losses(ns):
     total = 0
     for line in ns.run(["conntrack", "-S"]).stdout.splitlines():
         for field in line.split():
-            key, _, value = field.partition("=")
+            key, dummy, value = field.partition("=")
             if key in ("drop", "early_drop"):
                 total += int(value)
     return total
