@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_loader as loader
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import write_file_atomic
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_render as render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as save
 
@@ -33,24 +34,6 @@ class FirewallError(Exception):
     def __init__(self, message, **details):
         super(FirewallError, self).__init__(message)
         self.details = details
-
-
-def write_atomic(path, content, mode=0o644):
-    """Write ``content`` to ``path`` through a temp file in the same directory; owner root (the caller), mode."""
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):
-        os.makedirs(folder, 0o755)
-    handle, tmp = tempfile.mkstemp(prefix=".ngct-", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(content)
-        os.chmod(tmp, mode)
-        os.chown(tmp, os.getuid(), os.getgid())
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_file(path):
@@ -217,13 +200,13 @@ class Host(object):
         families = {}
         for family, state in previous.items():
             rules_path = os.path.join(folder, "rules." + family)
-            write_atomic(rules_path, render.render_restore(state), 0o600)
+            write_file_atomic(rules_path, render.render_restore(state), 0o600)
             families[family] = {"save": resolved["tools"][family]["save"],
                                 "restore": resolved["tools"][family]["restore"], "rules": rules_path}
         config_path = os.path.join(folder, "config.json")
         loader_path = os.path.join(folder, "loader.py")
-        write_atomic(config_path, loader.render_config(prefix, families), 0o600)
-        write_atomic(loader_path, loader.LOADER_SOURCE, 0o700)
+        write_file_atomic(config_path, loader.render_config(prefix, families), 0o600)
+        write_file_atomic(loader_path, loader.LOADER_SOURCE, 0o700)
         done = os.path.join(folder, "done")
         # Whoever creates "done" first wins: the timer (then it restores) or the confirmation (then it cancels).
         fire = "if mkdir %s 2>/dev/null; then %s %s %s; echo $? > %s; fi" % (
@@ -238,7 +221,7 @@ class Host(object):
                                       "--timer-property=AccuracySec=100ms", "--collect", "/bin/sh", "-c", fire])
             if rc != 0:
                 raise FirewallError("systemd-run could not start the rollback timer: %s" % err.strip())
-            write_atomic(os.path.join(folder, "unit"), unit + "\n", 0o600)
+            write_file_atomic(os.path.join(folder, "unit"), unit + "\n", 0o600)
         else:
             setsid = self.which("setsid")
             if not setsid:
@@ -332,7 +315,7 @@ class Host(object):
     def write_files(self, files, paths):
         for path in paths:
             content, mode = files[path]
-            write_atomic(path, content, mode)
+            write_file_atomic(path, content, mode)
 
     def persisted_paths(self, params):
         paths = [params["rules_v4_path"], params["rules_v6_path"], params["config_path"], params["loader_path"]]

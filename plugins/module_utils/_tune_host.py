@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Host I/O for conntrack_tune: read the environment, write /proc/sys, write files atomically.
+"""Host I/O for conntrack_tune: read the environment, write /proc/sys, read and remove managed files.
 
 Private to the collection. Thin on purpose: every decision is made by ``_tune.plan``.
 """
@@ -13,7 +13,6 @@ __metaclass__ = type
 import errno
 import os
 import stat
-import tempfile
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._knobs import HASHSIZE_PATH, proc_path
 
@@ -115,27 +114,6 @@ def read_file(path):
     except (IOError, OSError) as exc:
         if exc.errno == errno.ENOENT:
             return None
-        raise
-
-
-def write_file_atomic(path, content, mode, owner_uid=0, group_gid=0):
-    """Temp file in the same directory, explicit mode and owner, fsync, rename over the target."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            if os.geteuid() == 0:
-                os.fchown(handle.fileno(), owner_uid, group_gid)
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise
 
 

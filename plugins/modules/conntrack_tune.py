@@ -197,6 +197,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._knobs import proc_path
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _host_files
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune_host
 
@@ -322,7 +323,7 @@ def main():
             item = result_plan["files"][role]
             try:
                 if item["action"] == "write":
-                    _tune_host.write_file_atomic(item["path"], item["after"], policy["mode"])
+                    _host_files.write_file_atomic(item["path"], item["after"], policy["mode"])
                 elif item["action"] == "remove":
                     _tune_host.remove_file(item["path"])
             except (IOError, OSError) as exc:
