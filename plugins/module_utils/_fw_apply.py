@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_environment as environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_loader as loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import write_file_atomic
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_render as render
@@ -62,12 +63,10 @@ class Host(object):
 
     def _version_backend(self, binary):
         rc, out, err = self.run([binary, "-V"])
-        text = out + err
         if rc != 0:
             return None
-        if "nf_tables" in text:
-            return "nft"
-        return "legacy"
+        # same reading of ``iptables -V`` as conntrack_facts; an unmarked version line is the legacy backend
+        return environment.detect_iptables_backend(None, out + err) or "legacy"
 
     def resolve(self, requested, families):
         """{'backend': name, 'other': name, 'tools': {family: {'save', 'restore'}}, 'other_tools': {...}}."""
