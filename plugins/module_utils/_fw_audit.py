@@ -349,3 +349,21 @@ def summary(findings):
     for finding in findings:
         counts[finding["severity"]] += 1
     return counts
+
+
+def route_interfaces(route_text, ipv6_route_text):
+    """Non-loopback interfaces that carry routes, from the texts of /proc/net/route and /proc/net/ipv6_route.
+
+    More than one means the host is multi-homed (NGCT003). IPv6 multicast (ff00::/8) routes are ignored: every
+    interface with IPv6 has one.
+    """
+    names = set()
+    for line in (route_text or "").splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] != "lo":
+            names.add(parts[0])
+    for line in (ipv6_route_text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 10 and parts[9] != "lo" and not parts[0].startswith("ff"):
+            names.add(parts[9])
+    return sorted(names)

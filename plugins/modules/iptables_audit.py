@@ -161,22 +161,6 @@ def _read(path):
         return None
 
 
-def _route_interfaces():
-    """Non-loopback interfaces that carry routes (IPv4 and IPv6)."""
-    names = set()
-    text = _read("/proc/net/route") or ""
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if parts and parts[0] != "lo":
-            names.add(parts[0])
-    text = _read("/proc/net/ipv6_route") or ""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 10 and parts[9] != "lo" and not parts[0].startswith("ff"):
-            names.add(parts[9])
-    return sorted(names)
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -191,7 +175,7 @@ def main():
     params = module.params
     context = {}
     if params["multi_homed"] is None:
-        interfaces = _route_interfaces()
+        interfaces = fw_audit.route_interfaces(_read("/proc/net/route"), _read("/proc/net/ipv6_route"))
         context["multi_homed"] = len(interfaces) > 1
         context["route_interfaces"] = interfaces
     else:
