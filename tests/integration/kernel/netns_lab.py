@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Dict, Iterator, List, Optional, Sequence
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 COLLECTIONS_PATH = os.path.join(REPO_ROOT, ".build", "collections")
@@ -40,6 +41,29 @@ def run(argv: Sequence[str], check: bool = True, input_text: Optional[str] = Non
         raise AssertionError("command %r failed rc=%d\nstdout:\n%s\nstderr:\n%s"
                              % (list(argv), proc.returncode, proc.stdout, proc.stderr))
     return proc
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll predicate until it returns something truthy or timeout seconds pass; return its last value
+    (so ``assert wait_until(...)`` fails with the last observation, never after a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_line(proc: subprocess.Popen, word: str, timeout: float = 15) -> str:
+    """Read a spawned process's stdout (text mode) until a line starts with word; fail at EOF or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(word):
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError("process did not print %r" % word)
 
 
 class Netns:
@@ -202,3 +226,92 @@ def host_knobs_guard() -> Iterator[Dict[str, str]]:
                     errors.append("%s: %s" % (path, exc))
             if errors:
                 raise AssertionError("could not restore host knobs: %s" % "; ".join(errors))
+
+
+# A new one-way UDP flow every 2 ms to a silent loopback address. Once the table is full each new flow evicts an
+# unassured entry (early_drop) or is dropped (EPERM), so a table kept full this way keeps those counters rising.
+UDP_CHURN = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+port = 1
+print("ready", flush=True)
+while True:
+    try:
+        s.sendto(b"x", ("127.0.0.99", port))
+    except OSError:
+        pass  # EPERM: netfilter dropped it (table full)
+    port = port % 60000 + 1
+    time.sleep(0.002)
+"""
+
+
+def conntrack_count(ns: Netns) -> int:
+    return int(ns.run(["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout)
+
+
+def conntrack_losses(ns: Netns, counters: Iterable[str] = ("drop", "early_drop")) -> int:
+    """The named counters summed over CPUs, read with conntrack -S (conntrack-tools as the oracle)."""
+    wanted = set(counters)
+    total = 0
+    for line in ns.run(["conntrack", "-S"]).stdout.splitlines():
+        for field in line.split():
+            key, _sep, value = field.partition("=")
+            if key in wanted:
+                total += int(value)
+    return total
+
+
+def keep_table_full(ns: Netns, limit: int, fraction: float = 0.95, timeout: float = 60) -> subprocess.Popen:
+    """Start UDP_CHURN in ns (udp_timeout 600 s, a per-netns knob) and wait until its table holds at least
+    fraction x limit entries. The caller must have lowered nf_conntrack_max to limit under host_knobs."""
+    ns.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600"])
+    churn = ns.spawn([sys.executable, "-c", UDP_CHURN], stdout=subprocess.PIPE, text=True)
+    wait_line(churn, "ready")
+    seen = []
+
+    def full_enough():
+        seen.append(conntrack_count(ns))
+        return seen[-1] >= limit * fraction
+
+    assert wait_until(full_enough, timeout, 0.5), "the table of %s never reached %d entries (last %d)" % (
+        ns.name, limit * fraction, seen[-1])
+    return churn
+
+
+def wait_losses_rise(ns: Netns, since: int, timeout: float = 30) -> int:
+    """Wait until drop + early_drop of ns exceed since; return the new value (fail if they never do)."""
+    seen = []
+
+    def risen():
+        seen.append(conntrack_losses(ns))
+        return seen[-1] > since
+
+    assert wait_until(risen, timeout, 0.5), "drop/early_drop of %s stayed at %d for %d s" % (ns.name, since, timeout)
+    return seen[-1]
+
+
+def namespace_inventory(directory: str, hosts: Sequence[Netns], hostvars: Optional[Dict[str, Dict]] = None) -> str:
+    """An ansible inventory (JSON file in directory) whose hosts are namespaces: local connection and an
+    interpreter wrapper that enters the namespace (a path, not a command line)."""
+    inv = {"all": {"vars": {"ansible_connection": "local"}, "hosts": {}}}
+    for ns in hosts:
+        wrapper = os.path.join(str(directory), "python-%s" % ns.name)
+        with open(wrapper, "w") as handle:
+            handle.write('#!/bin/sh\nexec ip netns exec %s /usr/bin/python3 "$@"\n' % ns.name)
+        os.chmod(wrapper, 0o755)
+        inv["all"]["hosts"][ns.name] = dict({"ansible_python_interpreter": wrapper},
+                                            **(hostvars or {}).get(ns.name, {}))
+    path = os.path.join(str(directory), "inventory.json")
+    with open(path, "w") as handle:
+        json.dump(inv, handle)
+    return path
+
+
+def run_collection_playbook(name: str, inventory: str, variables: Dict, check: bool = False,
+                            timeout: float = 600) -> subprocess.CompletedProcess:
+    """ansible-playbook nodeguard.conntrack.<name> from the built collection, extra vars as one JSON document."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
+            "nodeguard.conntrack." + name, "-e", json.dumps(variables)] + (["--check"] if check else [])
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)

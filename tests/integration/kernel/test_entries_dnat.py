@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from netns_lab import C_ENV, COLLECTIONS_PATH, MODULES_DIR
+from netns_lab import C_ENV, COLLECTIONS_PATH, MODULES_DIR, wait_line
 
 CLIENT_ADDR = "203.0.113.5"
 VIP = "203.0.113.10"
@@ -154,17 +154,6 @@ def assert_same_entries(module_entries, oracle_entries, timeout_slack=3):
 # the lab
 
 
-def _wait_line(proc, word, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(word):
-            return line
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError("process did not print %r" % word)
-
-
 def build_dnat_lab(lab):
     client = lab.add("cli")
     router = lab.add("rtr")
@@ -207,7 +196,7 @@ def _poll_state(router, sport, wanted, timeout=15):
 def test_tcp_dnat_mapping_and_states_over_a_connection(lab):
     client, router, backend = build_dnat_lab(lab)
     server = backend.spawn(["python3", "-c", TCP_SERVER, "0.0.0.0", "8443"], stdout=subprocess.PIPE, text=True)
-    _wait_line(server, "ready")
+    wait_line(server, "ready")
 
     # hold the handshake: the backend drops SYNs, so the router's entry stays in SYN_SENT (a NEW connection)
     backend.run(["iptables", "-w", "-I", "INPUT", "-p", "tcp", "--dport", "8443", "--syn", "-j", "DROP"])
@@ -231,7 +220,7 @@ def test_tcp_dnat_mapping_and_states_over_a_connection(lab):
 
     # let the handshake through: the retransmitted SYN establishes the connection
     backend.run(["iptables", "-w", "-D", "INPUT", "-p", "tcp", "--dport", "8443", "--syn", "-j", "DROP"])
-    assert int(_wait_line(conn, "connected", timeout=20).split()[1]) == sport
+    assert int(wait_line(conn, "connected", timeout=20).split()[1]) == sport
     established = _poll_state(router, sport, "ESTABLISHED")
     entry = established["entries"][0]
     assert "assured" in entry["flags"] and "seen_reply" in entry["flags"] and "unreplied" not in entry["flags"]
@@ -243,7 +232,7 @@ def test_tcp_dnat_mapping_and_states_over_a_connection(lab):
     # close: FINs both ways put the entry into TIME_WAIT
     conn.stdin.write("close\n")
     conn.stdin.flush()
-    _wait_line(conn, "closed")
+    wait_line(conn, "closed")
     closed = _poll_state(router, sport, "TIME_WAIT")
     assert closed["entries"][0]["timeout"] <= 120
     assert_same_entries(closed["entries"], conntrack_list(router, "-p", "tcp", "--sport", str(sport)))
@@ -260,13 +249,13 @@ def test_udp_entries_with_timeouts_match_conntrack(lab):
     router.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=45"])
     router.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout_stream=150"])
     echo = backend.spawn(["python3", "-c", UDP_ECHO, BACKEND, "5353"], stdout=subprocess.PIPE, text=True)
-    _wait_line(echo, "ready")
+    wait_line(echo, "ready")
     flows = client.spawn(["python3", "-c", UDP_FLOWS, VIP, "53", "5", CLIENT_ADDR], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
-    ports = [int(port) for port in _wait_line(flows, "ports").split()[1:]]
+    ports = [int(port) for port in wait_line(flows, "ports").split()[1:]]
     flows.stdin.write("send\n")
     flows.stdin.flush()
-    assert _wait_line(flows, "echoed").split()[1] == "5"
+    assert wait_line(flows, "echoed").split()[1] == "5"
 
     result = info(router, proto="udp", orig_dst=VIP)
     assert result["total_matched"] == 5 and result["truncated"] is False
@@ -282,7 +271,7 @@ def test_udp_entries_with_timeouts_match_conntrack(lab):
     time.sleep(2.5)
     flows.stdin.write("send\n")
     flows.stdin.flush()
-    _wait_line(flows, "echoed")
+    wait_line(flows, "echoed")
     result = info(router, proto="udp", orig_dst=VIP, status=["assured"])
     assert result["total_matched"] == 5
     assert all(140 <= entry["timeout"] <= 150 for entry in result["entries"]), result["entries"]
@@ -300,27 +289,27 @@ def test_flush_stale_mappings_after_backend_replacement(lab):
     client, router, backend = build_dnat_lab(lab)
     for address in (BACKEND, BACKEND_NEW):
         echo = backend.spawn(["python3", "-c", UDP_ECHO, address, "5353"], stdout=subprocess.PIPE, text=True)
-        _wait_line(echo, "ready")
+        wait_line(echo, "ready")
     old_flows = client.spawn(["python3", "-c", UDP_FLOWS, VIP, "53", "6", CLIENT_ADDR], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
-    _wait_line(old_flows, "ports")
+    wait_line(old_flows, "ports")
     old_flows.stdin.write("send\n")
     old_flows.stdin.flush()
-    assert _wait_line(old_flows, "echoed").split()[1] == "6"
+    assert wait_line(old_flows, "echoed").split()[1] == "6"
 
     # the backend is replaced: the DNAT rule now points at 10.0.1.11
     router.run(["iptables", "-w", "-t", "nat", "-R", "PREROUTING", "2", "-d", VIP, "-p", "udp", "--dport", "53",
                 "-j", "DNAT", "--to-destination", BACKEND_NEW + ":5353"])
     new_flows = client.spawn(["python3", "-c", UDP_FLOWS, VIP, "53", "3", CLIENT_ADDR], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
-    _wait_line(new_flows, "ports")
+    wait_line(new_flows, "ports")
     new_flows.stdin.write("send\n")
     new_flows.stdin.flush()
-    assert _wait_line(new_flows, "echoed").split()[1] == "3"
+    assert wait_line(new_flows, "echoed").split()[1] == "3"
     # the old flows keep talking: their entries keep the stale mapping
     old_flows.stdin.write("send\n")
     old_flows.stdin.flush()
-    _wait_line(old_flows, "echoed")
+    wait_line(old_flows, "echoed")
     stale_before = conntrack_list(router, "-p", "udp", "--reply-src", BACKEND)
     fresh_before = conntrack_list(router, "-p", "udp", "--reply-src", BACKEND_NEW)
     assert len(stale_before) == 6 and len(fresh_before) == 3
@@ -350,7 +339,7 @@ def test_flush_stale_mappings_after_backend_replacement(lab):
     # the next packets of the old flows go through NAT again and reach the new backend
     old_flows.stdin.write("send\n")
     old_flows.stdin.flush()
-    _wait_line(old_flows, "echoed")
+    wait_line(old_flows, "echoed")
     assert len(conntrack_list(router, "-p", "udp", "--reply-src", BACKEND_NEW)) == 9
 
     # check mode and a real run again: nothing left to do (check, real, check, real = changed, changed, not, not)

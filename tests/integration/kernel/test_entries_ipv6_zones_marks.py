@@ -10,12 +10,12 @@ from test_entries_dnat import (
     TCP_CLIENT,
     TCP_SERVER,
     _tuple_key,
-    _wait_line,
     assert_same_entries,
     build_dnat_lab,
     conntrack_list,
     info,
 )
+from netns_lab import wait_line
 
 V6_CLIENT = "2001:db8:1::5"
 V6_VIP = "2001:db8:1::10"
@@ -33,12 +33,12 @@ def test_ipv6_dnat_entries_match_conntrack(lab):
     router.run(["ip6tables", "-w", "-t", "nat", "-A", "PREROUTING", "-d", V6_VIP, "-p", "tcp", "--dport", "443",
                 "-j", "DNAT", "--to-destination", "[%s]:8443" % V6_BACKEND])
     server = backend.spawn(["python3", "-c", TCP_SERVER, "::", "8443"], stdout=subprocess.PIPE, text=True)
-    _wait_line(server, "ready")
+    wait_line(server, "ready")
     conns = []
     for _conn_index in range(3):
         conn = client.spawn(["python3", "-c", TCP_CLIENT, V6_VIP, "443", V6_CLIENT], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
-        conns.append(int(_wait_line(conn, "connected", timeout=20).split()[1]))
+        conns.append(int(wait_line(conn, "connected", timeout=20).split()[1]))
 
     result = info(router, family="ipv6", orig_dst=[V6_VIP], proto="tcp")
     assert result["families"] == ["ipv6"] and result["total_matched"] == 3
@@ -63,10 +63,10 @@ def test_snat_and_dnat_both_shown(lab):
     router.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "v1a", "-j", "SNAT",
                 "--to-source", "10.0.1.1"])
     server = backend.spawn(["python3", "-c", TCP_SERVER, "0.0.0.0", "8443"], stdout=subprocess.PIPE, text=True)
-    _wait_line(server, "ready")
+    wait_line(server, "ready")
     conn = client.spawn(["python3", "-c", TCP_CLIENT, "203.0.113.10", "443", "203.0.113.5"], stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE, text=True)
-    sport = int(_wait_line(conn, "connected", timeout=20).split()[1])
+    sport = int(wait_line(conn, "connected", timeout=20).split()[1])
     result = info(router, status=["snat", "dnat"])
     assert result["total_matched"] == 1, result
     entry = result["entries"][0]

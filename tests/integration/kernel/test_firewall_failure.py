@@ -8,6 +8,7 @@ import time
 import pytest
 
 from firewall_lab import BACKENDS, FAMILIES, module, owned, rule_lines, save, seed_foreign
+from netns_lab import wait_until
 
 OLD = {"input": {"services": [{"name": "ssh", "ports": [22]}]}}
 NEW = {"input": {"services": [{"name": "web", "ports": [443]}], "final_action": "reject"},
@@ -74,15 +75,6 @@ def test_restore_rejected_by_test_changes_nothing(lab, tmp_path, backend):
     assert rule_lines(save(ns, backend, "ipv4")) == before
 
 
-def _wait_for(predicate, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_missed_confirmation_rolls_back_within_the_timer(lab, tmp_path, backend):
     ns = lab.add("fw", conntrack_rule=False)
@@ -104,11 +96,11 @@ def test_missed_confirmation_rolls_back_within_the_timer(lab, tmp_path, backend)
     # look at them ourselves too unless a loaded machine made the module itself take most of the timer
     if returned < 3:
         assert rule_lines(save(ns, backend, "ipv4")) != before["ipv4"]
-    assert _wait_for(lambda: all(rule_lines(save(ns, backend, f)) == before[f] for f in FAMILIES), 15)
+    assert wait_until(lambda: all(rule_lines(save(ns, backend, f)) == before[f] for f in FAMILIES), 15)
     elapsed = time.time() - started
     assert 4 <= elapsed <= 4 + 15, elapsed
     rc_path = os.path.join(state_dir, "rollback-" + token, "rc")
-    assert _wait_for(lambda: os.path.exists(rc_path) and open(rc_path).read().strip() != "", 5)
+    assert wait_until(lambda: os.path.exists(rc_path) and open(rc_path).read().strip() != "", 5)
     assert open(rc_path).read().strip() == "0"
     late = module(ns, "iptables_baseline",
                   dict(NEW, backend=backend, confirm=True, rollback_token=token, state_dir=state_dir))

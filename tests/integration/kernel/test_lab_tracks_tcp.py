@@ -2,9 +2,8 @@
 conntrack rule exists, and not before. conntrack-tools is the oracle."""
 
 import subprocess
-import time
 
-from netns_lab import run
+from netns_lab import run, wait_line
 
 SERVER = r"""
 import socket, sys
@@ -34,15 +33,6 @@ def _tracked(ns):
     return [line for line in proc.stdout.splitlines() if "dport=8080" in line]
 
 
-def _wait_line(proc, word, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith(word):
-            return line
-    raise AssertionError("process did not print %r" % word)
-
-
 def test_untracked_until_rule_then_established(lab):
     server_ns = lab.add("srv", conntrack_rule=False)
     client_ns = lab.add("cli", conntrack_rule=False)
@@ -50,13 +40,13 @@ def test_untracked_until_rule_then_established(lab):
 
     # no rule using conntrack yet: the server namespace tracks nothing
     server = server_ns.spawn(["python3", "-c", SERVER], stdout=subprocess.PIPE, text=True)
-    _wait_line(server, "ready")
+    wait_line(server, "ready")
     assert _tracked(server_ns) == []
 
     server_ns.run(["iptables", "-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
                    "-j", "ACCEPT"])
     client = client_ns.spawn(["python3", "-c", CLIENT], stdout=subprocess.PIPE, text=True)
-    sport = int(_wait_line(client, "connected").split()[1])
+    sport = int(wait_line(client, "connected").split()[1])
 
     lines = _tracked(server_ns)
     assert len(lines) == 1, lines

@@ -7,56 +7,26 @@ host_knobs fixture), so its usage is critical and its early_drop counter rises b
 """
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 
 import jsonschema
 
-from netns_lab import COLLECTIONS_PATH, REPO_ROOT
+from netns_lab import REPO_ROOT, conntrack_losses, keep_table_full, namespace_inventory, run_collection_playbook, \
+    wait_losses_rise
 
 LIMIT = 2048
-PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
 SCHEMA = json.load(open(os.path.join(REPO_ROOT, "docs", "audit-report.schema.json")))
-CHURN = r"""
-import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-port = 1
-print("ready", flush=True)
-while True:
-    try:
-        s.sendto(b"x", ("127.0.0.99", port))
-    except OSError:
-        pass  # EPERM: dropped by netfilter (table full)
-    port = port % 60000 + 1
-    time.sleep(0.002)
-"""
 
 
 def _inventory(tmp_path, hosts):
-    inv = {"all": {"vars": {"ansible_connection": "local"}, "hosts": {}}}
-    for ns in hosts:
-        wrapper = tmp_path / ("python-%s" % ns.name)
-        wrapper.write_text('#!/bin/sh\nexec ip netns exec %s /usr/bin/python3 "$@"\n' % ns.name)
-        wrapper.chmod(0o755)
-        inv["all"]["hosts"][ns.name] = {"ansible_python_interpreter": str(wrapper),
-                                        "conntrack_audit_textfile_dir": str(tmp_path / "textfile" / ns.name)}
-    path = tmp_path / "inventory.json"
-    path.write_text(json.dumps(inv))
-    return str(path)
+    return namespace_inventory(tmp_path, hosts, dict(
+        (ns.name, {"conntrack_audit_textfile_dir": str(tmp_path / "textfile" / ns.name)}) for ns in hosts))
 
 
 def _audit(inventory, tmp_path, check=False, **extra):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false")
     variables = dict({"conntrack_audit_report_dir": str(tmp_path / "report"),
                       "conntrack_audit_state_dir": str(tmp_path / "state"),
                       "conntrack_audit_memory_mb": 8192, "conntrack_audit_cpus": 2}, **extra)
-    argv = [PLAYBOOK, "-i", inventory, "nodeguard.conntrack.audit", "-e", json.dumps(variables)]
-    if check:
-        argv.append("--check")
-    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return run_collection_playbook("audit", inventory, variables, check=check)
 
 
 def _report(tmp_path):
@@ -71,13 +41,7 @@ def test_audit_playbook_check_mode_gate_state_and_deltas(lab, host_knobs, tmp_pa
     clean = lab.add("aclean")
     with open("/proc/sys/net/netfilter/nf_conntrack_max", "w") as handle:
         handle.write(str(LIMIT))
-    full.run(["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=600"])
-    churn = full.spawn([shutil.which("python3"), "-c", CHURN], stdout=subprocess.PIPE, text=True)
-    assert churn.stdout.readline().strip() == "ready"
-    deadline = time.time() + 60
-    while int(full.run(["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout) < LIMIT * 0.95 \
-            and time.time() < deadline:
-        time.sleep(0.5)
+    keep_table_full(full, LIMIT)
     inventory = _inventory(tmp_path, [full, clean])
 
     # check mode: the evaluation and the gate run, nothing is written anywhere
@@ -91,6 +55,7 @@ def test_audit_playbook_check_mode_gate_state_and_deltas(lab, host_knobs, tmp_pa
 
     # a real run: reports, state per host, textfiles; the first run is a baseline
     first = _audit(inventory, tmp_path)
+    after_first = conntrack_losses(full)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     hosts, report = _report(tmp_path)
     assert hosts[full.name]["status"] == "critical" and hosts[full.name]["usage"]["max"] == LIMIT
@@ -104,8 +69,9 @@ def test_audit_playbook_check_mode_gate_state_and_deltas(lab, host_knobs, tmp_pa
     prom = (tmp_path / "textfile" / full.name / "nodeguard_conntrack.prom").read_text()
     assert "nodeguard_conntrack_audit_status 2" in prom
 
-    # the full table keeps evicting entries: the next audit sees early_drop rise since the first one
-    time.sleep(2)
+    # the full table keeps evicting entries: wait until conntrack -S shows drop/early_drop past what they were
+    # when the first audit had finished, so the next audit must see them rise
+    wait_losses_rise(full, after_first)
     second = _audit(inventory, tmp_path)
     assert second.returncode == 0, second.stdout[-3000:]
     hosts, report = _report(tmp_path)
