@@ -661,11 +661,12 @@ def _group_getter(field):
     side, key = field.split("_", 1)
     index = {"src": 1, "dst": 2, "sport": 3, "dport": 4}[key]
     if key in ("src", "dst"):
+        # a tuple without an address attribute (malformed message) groups under None, like a missing port
         if side == "orig":
             return lambda family, orig, reply, state, status, mark, zone: (
-                orig[index] if family == AF_INET else orig[index] | _V6_KEY)
+                orig[index] if family == AF_INET or orig[index] is None else orig[index] | _V6_KEY)
         return lambda family, orig, reply, state, status, mark, zone: (
-            reply[index] if family == AF_INET else reply[index] | _V6_KEY)
+            reply[index] if family == AF_INET or reply[index] is None else reply[index] | _V6_KEY)
     if side == "orig":
         return lambda family, orig, reply, state, status, mark, zone: (
             orig[index] if orig[0] in PORT_PROTOS else None)
