@@ -118,7 +118,6 @@ def _conntrack_present(present):
 
 def gather_counters(facts, notes):
     """Counters from ctnetlink, falling back to /proc/net/stat/nf_conntrack; returns a warning or None."""
-    warning = None
     try:
         with _netlink.CtnetlinkSocket() as ct:
             rows = ct.get_stats_cpu()
@@ -138,8 +137,7 @@ def gather_counters(facts, notes):
     facts["counters_source"] = "procfs"
     note = "counters read from %s because %s" % (_ct_procfs.STAT_PATH, reason)
     notes.append(note)
-    warning = note
-    return warning
+    return note
 
 
 def gather_events(window_seconds, max_records, max_bytes, own_inode, init_netns):
@@ -168,7 +166,9 @@ def gather(subsets, events_window=3600, events_max_records=50000, events_max_byt
     facts = {"available": _conntrack_present(present), "gather_subset": list(subsets), "notes": notes}
     environment = None
     if "environment" in subsets or "events" in subsets:
-        environment = _ct_environment.probe(present, run_iptables_version=run_iptables_version)
+        # events only need the netns inode: run no iptables command for facts that are not returned
+        environment = _ct_environment.probe(present, run_iptables_version=run_iptables_version
+                                            if "environment" in subsets else None)
         if "environment" in subsets:
             facts["environment"] = environment
     if not facts["available"]:
