@@ -228,6 +228,27 @@ def host_knobs_guard() -> Iterator[Dict[str, str]]:
                 raise AssertionError("could not restore host knobs: %s" % "; ".join(errors))
 
 
+_HTTP_GET = r"""
+import sys, time, urllib.request
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+        break
+    except OSError as exc:
+        if time.monotonic() >= deadline:
+            sys.exit("no answer from %s: %s" % (sys.argv[1], exc))
+        time.sleep(0.1)
+"""
+
+
+def http_get(ns: Netns, url: str, timeout: float = 20) -> str:
+    """GET url from inside ns, retrying until a server there answers (e.g. an exporter just spawned in ns)."""
+    proc = ns.run([sys.executable, "-c", _HTTP_GET, url, str(timeout)], check=False, timeout=timeout + 30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 # A new one-way UDP flow every 2 ms to a silent loopback address. Once the table is full each new flow evicts an
 # unassured entry (early_drop) or is dropped (EPERM), so a table kept full this way keeps those counters rising.
 UDP_CHURN = r"""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from netns_lab import run
+from netns_lab import http_get, run
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 EXPORTER_PORT = 9100
@@ -83,16 +83,10 @@ def udp_flood(ns, first_port, count):
 
 
 def scrape_exporter(ns):
-    code = ("import urllib.request, time\n"
-            "for i in range(100):\n"
-            "    try:\n"
-            "        print(urllib.request.urlopen('http://127.0.0.1:%d/metrics', timeout=5).read().decode()); break\n"
-            "    except OSError:\n"
-            "        time.sleep(0.1)\n" % EXPORTER_PORT)
-    proc = ns.python(code)
-    assert proc.returncode == 0 and "node_nf_conntrack" in proc.stdout, proc.stderr
+    body = http_get(ns, "http://127.0.0.1:%d/metrics" % EXPORTER_PORT)
+    assert "node_nf_conntrack" in body, body[-2000:]
     metrics = {}
-    for line in proc.stdout.splitlines():
+    for line in body.splitlines():
         if line.startswith("node_nf_conntrack"):
             name, value = line.split()
             metrics[name] = int(float(value))

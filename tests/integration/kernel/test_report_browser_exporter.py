@@ -9,16 +9,13 @@ collection's modules run inside each namespace; evaluation and rendering are the
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 
 import sys
 
 import pytest
 
-from netns_lab import COLLECTIONS_PATH
+from netns_lab import COLLECTIONS_PATH, http_get
 
 if COLLECTIONS_PATH not in sys.path:
     sys.path.insert(0, COLLECTIONS_PATH)
@@ -143,38 +140,18 @@ def test_html_report_in_headless_chromium(fleet, tmp_path):
     shutil.copy(str(page), os.path.join(ARTIFACTS, "conntrack-audit.html"))
 
 
-def _free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def test_textfile_scraped_by_node_exporter(fleet, tmp_path):
+def test_textfile_scraped_by_node_exporter(fleet, lab, tmp_path):
     report = fleet["report"]
     textdir = tmp_path / "textfile"
     textdir.mkdir()
     # one file per host, as each host would have in its own textfile directory
     for index, host in enumerate(report["hosts"]):
         (textdir / ("host%d.prom" % index)).write_text(rr.render_textfile(host, prefix="ngct%d" % index))
-    port = _free_port()
-    proc = subprocess.Popen([NODE_EXPORTER, "--web.listen-address=127.0.0.1:%d" % port, "--collector.disable-defaults",
-                             "--collector.textfile", "--collector.textfile.directory=%s" % textdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        body = None
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
-                break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None, "node_exporter did not answer"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    # the exporter runs in a namespace of its own: its loopback port cannot collide with anything on the machine
+    scraper = lab.add("scrape", conntrack_rule=False)
+    scraper.spawn([NODE_EXPORTER, "--web.listen-address=127.0.0.1:9100", "--collector.disable-defaults",
+                   "--collector.textfile", "--collector.textfile.directory=%s" % textdir])
+    body = http_get(scraper, "http://127.0.0.1:9100/metrics")
     assert "node_textfile_scrape_error 0" in body, [l for l in body.splitlines() if "textfile" in l]
     for index, host in enumerate(report["hosts"]):
         prefix = "ngct%d" % index
