@@ -18,6 +18,7 @@ import re
 import stat
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _knobs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import read_or_none
 
 SYS_MODULE_DIR = "/sys/module/nf_conntrack"
 NETNS_SELF = "/proc/self/ns/net"
@@ -159,14 +160,6 @@ def parse_environ_container(raw):
 
 # ---- adapters ----
 
-def _read(path, mode="r"):
-    try:
-        with open(path, mode) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
-
-
 def _readlink(path):
     try:
         return os.readlink(path)
@@ -175,8 +168,8 @@ def _readlink(path):
 
 
 def _modules_builtin_lists_conntrack(release):
-    text = _read("/lib/modules/%s/modules.builtin" % release) or \
-        _read("/usr/lib/modules/%s/modules.builtin" % release)
+    text = read_or_none("/lib/modules/%s/modules.builtin" % release) or \
+        read_or_none("/usr/lib/modules/%s/modules.builtin" % release)
     return bool(text) and bool(re.search(r"/nf_conntrack\.ko(\.\w+)?$", text, re.M))
 
 
@@ -221,11 +214,11 @@ def probe(present, run_iptables_version=None):
                                    False if sys_module else _modules_builtin_lists_conntrack(release),
                                    bool(present))
     container, evidence = detect_container(
-        containerenv=_read("/run/.containerenv"),
-        systemd_container=_read("/run/systemd/container"),
-        pid1_container_env=parse_environ_container(_read("/proc/1/environ", "rb")),
+        containerenv=read_or_none("/run/.containerenv"),
+        systemd_container=read_or_none("/run/systemd/container"),
+        pid1_container_env=parse_environ_container(read_or_none("/proc/1/environ", "rb")),
         dockerenv=os.path.exists("/.dockerenv"),
-        cgroup_text=_read("/proc/1/cgroup"),
+        cgroup_text=read_or_none("/proc/1/cgroup"),
     )
     own_inode = netns_inode(_readlink(NETNS_SELF))
     init_netns, init_reason = detect_init_netns(own_inode, knob_modes(HOST_SCOPE_SIGNALS),
@@ -237,7 +230,7 @@ def probe(present, run_iptables_version=None):
         backend = detect_iptables_backend(None, run_iptables_version(target))
     legacy_tables = []
     for path in LEGACY_TABLE_FILES:
-        legacy_tables.extend(parse_table_names(_read(path)))
+        legacy_tables.extend(parse_table_names(read_or_none(path)))
     return {
         "kernel_release": release,
         "conntrack": conntrack,

@@ -21,7 +21,7 @@ import time
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_environment as environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_loader as loader
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import write_file_atomic
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import read_or_none, write_file_atomic
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_render as render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as save
 
@@ -35,14 +35,6 @@ class FirewallError(Exception):
     def __init__(self, message, **details):
         super(FirewallError, self).__init__(message)
         self.details = details
-
-
-def read_file(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
 
 
 class Host(object):
@@ -189,7 +181,7 @@ class Host(object):
             return False
 
     def _systemd_pid1(self):
-        return os.path.isdir("/run/systemd/system") and read_file("/proc/1/comm") in ("systemd\n", "systemd")
+        return os.path.isdir("/run/systemd/system") and read_or_none("/proc/1/comm") in ("systemd\n", "systemd")
 
     def start_rollback(self, resolved, prefix, previous, timeout, state_dir, method):
         """Save the previous owned state and start a detached timer that restores it unless confirmed."""
@@ -271,13 +263,13 @@ class Host(object):
         return cancelled
 
     def _stop_timer(self, folder):
-        unit = read_file(os.path.join(folder, "unit"))
+        unit = read_or_none(os.path.join(folder, "unit"))
         if unit:
             systemctl = self.which("systemctl")
             if systemctl:
                 self.run([systemctl, "stop", unit.strip() + ".timer"])
             return
-        pid = read_file(os.path.join(folder, "pid"))
+        pid = read_or_none(os.path.join(folder, "pid"))
         if pid and pid.strip().isdigit():
             try:
                 # the helper is its own session and process-group leader (setsid): end the group (sh + sleep)
@@ -305,7 +297,7 @@ class Host(object):
     def files_to_change(self, files):
         changed = []
         for path, (content, mode) in sorted(files.items()):
-            if read_file(path) != content:
+            if read_or_none(path) != content:
                 changed.append(path)
             elif (os.stat(path).st_mode & 0o7777) != mode:
                 changed.append(path)

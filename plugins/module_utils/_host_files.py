@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Managed files written atomically with an explicit mode and owner (private to the collection).
+"""Files on the managed node: read when present, write atomically with an explicit mode and owner.
 
-One writer for every module that persists something (conntrack_tune's sysctl.d/modules-load.d/udev/modprobe.d
-files, iptables_baseline's rules, loader, unit and rollback state), so they all get the same guarantees.
+Private to the collection. One writer for every module that persists something (conntrack_tune's
+sysctl.d/modules-load.d/udev/modprobe.d files, iptables_baseline's rules, loader, unit and rollback state), so
+they all get the same guarantees.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,6 +14,15 @@ __metaclass__ = type
 
 import os
 import tempfile
+
+
+def read_or_none(path, mode="r"):
+    """The file's content, or None when it is absent or cannot be read (optional evidence, not an error)."""
+    try:
+        with open(path, mode) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
 
 
 def write_file_atomic(path, content, mode, owner_uid=0, group_gid=0):

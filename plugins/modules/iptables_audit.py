@@ -147,18 +147,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_audit as fw_audit
 from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as fw_save
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import read_or_none
 
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
 RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
-
-
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
 
 
 def main():
@@ -175,13 +168,13 @@ def main():
     params = module.params
     context = {}
     if params["multi_homed"] is None:
-        interfaces = fw_audit.route_interfaces(_read("/proc/net/route"), _read("/proc/net/ipv6_route"))
+        interfaces = fw_audit.route_interfaces(read_or_none("/proc/net/route"), read_or_none("/proc/net/ipv6_route"))
         context["multi_homed"] = len(interfaces) > 1
         context["route_interfaces"] = interfaces
     else:
         context["multi_homed"] = params["multi_homed"]
     if params["tcp_be_liberal"] is None:
-        context["tcp_be_liberal"] = (_read("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
+        context["tcp_be_liberal"] = (read_or_none("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
     else:
         context["tcp_be_liberal"] = params["tcp_be_liberal"]
 
