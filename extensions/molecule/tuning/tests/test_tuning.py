@@ -54,10 +54,11 @@ def test_host_scope_knobs_not_applicable(host, result):
     assert result.get("failed") is not True
 
 
-def test_no_module_files_for_builtin_or_container(host, result):
-    # the lab kernel has conntrack built in: no autoload files, never a modprobe.d hashsize
-    assert result["environment"]["conntrack"] in ("builtin", "module")
-    if result["environment"]["conntrack"] == "builtin":
-        assert not host.file("/etc/modules-load.d/nodeguard-conntrack.conf").exists
-        assert not host.file("/etc/udev/rules.d/90-nodeguard-conntrack.rules").exists
-        assert not host.file("/etc/modprobe.d/nodeguard-conntrack.conf").exists
+def test_module_files_only_for_a_loadable_conntrack(host, result):
+    # autoload=auto: modules-load.d and the udev re-apply rule only when conntrack is a module; modprobe.d
+    # (hashsize from the persisted buckets) only then too. A built-in conntrack gets none of them.
+    kind = result["environment"]["conntrack"]
+    assert kind in ("builtin", "module")
+    for path in ("/etc/modules-load.d/nodeguard-conntrack.conf", "/etc/udev/rules.d/90-nodeguard-conntrack.rules",
+                 "/etc/modprobe.d/nodeguard-conntrack.conf"):
+        assert host.file(path).exists is (kind == "module"), (kind, path)
