@@ -68,10 +68,13 @@ integration: py-env
 	$(PYTEST) tests/integration/kernel -q -rfE --durations=10
 
 molecule: bootstrap
-	@set -e; for s in $(SCENARIOS); do \
-	  echo "== molecule scenario $$s"; \
-	  (cd extensions && MOLECULE_EPHEMERAL_DIRECTORY=$(BUILD)/molecule/$$s molecule test -s $$s); \
-	done
+	@failed=""; for s in $(SCENARIOS); do \
+	  echo "== molecule scenario $$s"; start=$$(date +%s); \
+	  if (cd extensions && MOLECULE_EPHEMERAL_DIRECTORY=$(BUILD)/molecule/$$s molecule test -s $$s); then r=passed; \
+	  else r=FAILED; failed="$$failed $$s"; fi; \
+	  echo "== molecule scenario $$s: $$r in $$(( $$(date +%s) - start )) s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "molecule scenarios failed:$$failed"; exit 1; fi
 
 bench: bootstrap
 	@scripts/run-bench.sh
