@@ -2,14 +2,10 @@
 snapshots that ignore counters, and seeded chains of other software (Docker, kube-proxy, fail2ban)."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from typing import Dict, List, Optional
 
-from netns_lab import C_ENV, COLLECTIONS_PATH, MODULES_DIR, Netns, run
+from netns_lab import Netns, run, run_module
 
 PREFIX = "NG-CT-"
 BACKENDS = ("nft", "legacy")
@@ -38,25 +34,8 @@ _probe_legacy()
 
 def module(ns: Netns, name: str, args: Dict, check_mode: bool = False, diff: bool = False,
            env: Optional[Dict[str, str]] = None) -> Dict:
-    """Like Netns.run_module, with extra environment variables (PATH override, SSH_CONNECTION)."""
-    payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
-        path = handle.name
-    try:
-        full_env = dict(C_ENV, PYTHONPATH=COLLECTIONS_PATH)
-        full_env.update(env or {})
-        proc = subprocess.run(ns.argv([sys.executable, os.path.join(MODULES_DIR, name + ".py"), path]),
-                              capture_output=True, text=True, env=full_env, timeout=300, check=False)
-    finally:
-        os.unlink(path)
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError("module %s printed no JSON (rc=%d)\n%s\n%s"
-                             % (name, proc.returncode, proc.stdout, proc.stderr))
-    result["_rc"] = proc.returncode
-    return result
+    """Netns.run_module with extra environment variables (PATH override, SSH_CONNECTION)."""
+    return run_module(name, args, check_mode=check_mode, diff=diff, prefix=ns.argv([]), env=env)
 
 
 def save(ns: Netns, backend: str, family: str) -> str:

@@ -66,6 +66,32 @@ def wait_line(proc: subprocess.Popen, word: str, timeout: float = 15) -> str:
     raise AssertionError("process did not print %r" % word)
 
 
+def run_module(module: str, args: Optional[Dict] = None, check_mode: bool = False, diff: bool = False,
+               timeout: float = 300, prefix: Sequence[str] = (), env: Optional[Dict[str, str]] = None) -> Dict:
+    """Execute ``plugins/modules/<module>.py`` for real (after an argv prefix such as ``ip netns exec <ns>``;
+    without one, in the test's own namespace), with extra environment variables if given; return its JSON
+    result with the exit status as ``_rc``."""
+    payload = dict(args or {})
+    payload["_ansible_check_mode"] = check_mode
+    payload["_ansible_diff"] = diff
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
+        args_path = handle.name
+    try:
+        full_env = dict(C_ENV, PYTHONPATH=COLLECTIONS_PATH, **(env or {}))
+        proc = subprocess.run(list(prefix) + [sys.executable, os.path.join(MODULES_DIR, module + ".py"), args_path],
+                              capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
+    finally:
+        os.unlink(args_path)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("module %s printed no JSON (rc=%d)\nstdout:\n%s\nstderr:\n%s"
+                             % (module, proc.returncode, proc.stdout, proc.stderr))
+    result["_rc"] = proc.returncode
+    return result
+
+
 class Netns:
     """One namespace host. Created by NetnsLab; every process started in it is ended by PID."""
 
@@ -100,25 +126,7 @@ class Netns:
     def run_module(self, module: str, args: Optional[Dict] = None, check_mode: bool = False,
                    diff: bool = False, timeout: float = 300) -> Dict:
         """Execute ``plugins/modules/<module>.py`` for real inside the namespace; return its JSON result."""
-        payload = dict(args or {})
-        payload["_ansible_check_mode"] = check_mode
-        payload["_ansible_diff"] = diff
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
-            args_path = handle.name
-        try:
-            env = dict(C_ENV, PYTHONPATH=COLLECTIONS_PATH)
-            proc = subprocess.run(self.argv([sys.executable, os.path.join(MODULES_DIR, module + ".py"), args_path]),
-                                  capture_output=True, text=True, env=env, timeout=timeout, check=False)
-        finally:
-            os.unlink(args_path)
-        try:
-            result = json.loads(proc.stdout)
-        except ValueError:
-            raise AssertionError("module %s printed no JSON (rc=%d)\nstdout:\n%s\nstderr:\n%s"
-                                 % (module, proc.returncode, proc.stdout, proc.stderr))
-        result["_rc"] = proc.returncode
-        return result
+        return run_module(module, args, check_mode=check_mode, diff=diff, timeout=timeout, prefix=self.argv([]))
 
     def stop_processes(self) -> None:
         for proc in self.procs:

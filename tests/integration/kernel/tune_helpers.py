@@ -1,33 +1,13 @@
 """Helpers for the conntrack_tune kernel tests: run the module in the init netns, read knobs, file paths."""
-import json
 import os
 import shlex
-import subprocess
-import sys
-import tempfile
 
-from netns_lab import C_ENV, COLLECTIONS_PATH, HASHSIZE_PARAM, MODULES_DIR, NETFILTER_SYSCTL_DIR
+from netns_lab import HASHSIZE_PARAM, NETFILTER_SYSCTL_DIR, run_module
 
 
 def run_module_here(module, args, check_mode=False, diff=False):
     """Run plugins/modules/<module>.py for real in this (init) network namespace; return its JSON."""
-    payload = dict(args)
-    payload["_ansible_check_mode"] = check_mode
-    payload["_ansible_diff"] = diff
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
-        path = handle.name
-    try:
-        proc = subprocess.run([sys.executable, os.path.join(MODULES_DIR, module + ".py"), path], capture_output=True,
-                              text=True, env=dict(C_ENV, PYTHONPATH=COLLECTIONS_PATH), timeout=300, check=False)
-    finally:
-        os.unlink(path)
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError("no JSON from %s rc=%d\n%s\n%s" % (module, proc.returncode, proc.stdout, proc.stderr))
-    result["_rc"] = proc.returncode
-    return result
+    return run_module(module, args, check_mode=check_mode, diff=diff)
 
 
 def knob(short):
