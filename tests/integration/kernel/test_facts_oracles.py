@@ -195,7 +195,21 @@ def test_table_full_episode_counts_drops_and_kernel_message(lab, host_knobs):
     assert facts["counters"]["drop"] == refused
     assert sent == low + facts["counters"]["early_drop"]
     assert facts["events"]["readable"] is True
-    # rate-limited by the kernel: at least one more message naming this netns than before
+    # The kernel rate-limits the message machine-wide (net_ratelimit: a burst of 10 per 5 s), so a
+    # table-full episode of an earlier test can swallow ours: overflow again after the window until a
+    # new message naming this netns is counted (bounded; the counters were checked exactly above).
+    for _attempt in range(3):
+        if facts["events"]["table_full_this_netns"] >= before["events"]["table_full_this_netns"] + 1:
+            break
+        time.sleep(6)
+        with open(max_path, "w") as handle:
+            handle.write(str(low))
+        try:
+            udp_flood(ns, 31000, 100)
+        finally:
+            with open(max_path, "w") as handle:
+                handle.write(original)
+        facts = ns.run_module("conntrack_facts", window)["ansible_facts"]["conntrack"]
     assert facts["events"]["table_full_this_netns"] >= before["events"]["table_full_this_netns"] + 1
     assert facts["events"]["table_full_by_netns"].get(str(own_inode), 0) >= 1
     assert facts["events"]["last_table_full_seconds_ago"] < 60
