@@ -206,6 +206,16 @@ def iptables_binary_target():
     return None
 
 
+def parse_memtotal_mb(meminfo_text):
+    """MemTotal from /proc/meminfo in MiB (what sizing takes), or None when absent or malformed."""
+    for line in (meminfo_text or "").splitlines():
+        if line.startswith("MemTotal:"):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                return int(fields[1]) // 1024
+    return None
+
+
 def probe(present, run_iptables_version=None):
     """Collect the environment facts. ``present``: catalogue knobs that exist here (short names)."""
     release = os.uname()[2]
@@ -243,4 +253,7 @@ def probe(present, run_iptables_version=None):
         "readonly_knobs": readonly,
         "iptables_backend": backend,
         "iptables_legacy_tables": sorted(set(legacy_tables)),
+        # the two host figures sizing needs, so a role need not run a hardware fact gathering for them
+        "memtotal_mb": parse_memtotal_mb(read_or_none("/proc/meminfo")),
+        "cpus": os.cpu_count(),
     }

@@ -182,6 +182,16 @@ ansible_facts:
               description: C(uname -r).
               type: str
               sample: 6.1.0-27-amd64
+            memtotal_mb:
+              description:
+                - Total memory of the machine in MiB (C(MemTotal) of C(/proc/meminfo)); V(null) when unreadable.
+                - The input the P(nodeguard.conntrack.conntrack_sizing#filter) filter takes as O(nodeguard.conntrack.conntrack_sizing#filter:memory_mb).
+              type: int
+              sample: 16012
+            cpus:
+              description: Number of CPUs of the machine (C(os.cpu_count())), the per-CPU sizing input.
+              type: int
+              sample: 8
             conntrack:
               description: V(builtin), V(module) (loaded) or V(absent) (not in the running kernel now).
               type: str

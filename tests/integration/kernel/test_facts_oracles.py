@@ -165,6 +165,15 @@ def test_limits_timeouts_settings_equal_sysctl(lab):
         assert facts["limits"]["hashsize"] == int(handle.read())
 
 
+def test_environment_host_figures_equal_free_and_nproc(lab):
+    """memtotal_mb and cpus (the sizing inputs the tuning role takes from these facts) against procps/coreutils."""
+    ns = lab.add("hw")
+    env = ns.run_module("conntrack_facts", {"gather_subset": ["environment"]})["ansible_facts"]["conntrack"]["environment"]
+    free_total_kib = int(ns.run(["free", "-k"]).stdout.splitlines()[1].split()[1])
+    assert env["memtotal_mb"] == free_total_kib // 1024
+    assert env["cpus"] == int(ns.run(["nproc", "--all"]).stdout)
+
+
 def test_table_full_episode_counts_drops_and_kernel_message(lab, host_knobs):
     ns = make_host(lab, "tf")
     window = {"gather_subset": ["counters", "events"], "events_window": 600}

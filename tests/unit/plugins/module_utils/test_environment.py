@@ -102,3 +102,14 @@ def test_knob_access_marks_hashsize_readonly_outside_init_netns(tmp_path):
     access = env.knob_access(["udp_timeout", "max"], str(proc), str(hashsize), init_netns=False)
     assert access == {"udp_timeout": True, "hashsize": False}
     assert env.knob_access([], str(proc), str(hashsize), init_netns=True) == {"hashsize": True}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("MemTotal:       24600016 kB\nMemFree:        23000000 kB\n", 24023),
+    ("MemFree:        1 kB\n", None),
+    ("MemTotal: lots kB\n", None),
+    ("", None),
+    (None, None),
+])
+def test_parse_memtotal_mb(text, expected):
+    assert env.parse_memtotal_mb(text) == expected
