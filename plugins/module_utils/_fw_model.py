@@ -209,25 +209,30 @@ def _invalid_drop(data, field, default_enabled, forward):
     }
 
 
-def _service(data, field, forward):
-    allowed = ["name", "proto", "ports", "sources", "interfaces", "comment"]
-    if forward:
-        allowed += ["destinations", "out_interfaces"]
-    data = _check_keys(data, allowed, field)
+def _flow(data, field):
+    """The match fields a service and a NOTRACK rule share (name, proto, ports, sources, interfaces, comment);
+    the comment defaults to the name."""
     name = _name(data.get("name"), field + ".name", None)
     comment = normalise_comment(data.get("comment"), field + ".comment")
-    if comment is None and name is not None:
-        comment = name
     return {
         "name": name,
         "proto": _proto(data.get("proto"), field + ".proto"),
         "ports": _ports(data.get("ports"), field + ".ports", required=True),
         "sources": _networks(data.get("sources"), field + ".sources"),
-        "destinations": _networks(data.get("destinations"), field + ".destinations") if forward else [],
         "interfaces": _interfaces(data.get("interfaces"), field + ".interfaces"),
-        "out_interfaces": _interfaces(data.get("out_interfaces"), field + ".out_interfaces") if forward else [],
-        "comment": comment,
+        "comment": name if comment is None else comment,
     }
+
+
+def _service(data, field, forward):
+    allowed = ["name", "proto", "ports", "sources", "interfaces", "comment"]
+    if forward:
+        allowed += ["destinations", "out_interfaces"]
+    data = _check_keys(data, allowed, field)
+    flow = _flow(data, field)
+    flow["destinations"] = _networks(data.get("destinations"), field + ".destinations") if forward else []
+    flow["out_interfaces"] = _interfaces(data.get("out_interfaces"), field + ".out_interfaces") if forward else []
+    return flow
 
 
 def _final(value, field):
@@ -265,21 +270,11 @@ def _notrack(data, field):
     direction = data.get("direction") or "in"
     if direction not in ("in", "out", "both"):
         raise FirewallModelError(field + ".direction", "must be in, out or both, got %r" % (direction,))
-    name = _name(data.get("name"), field + ".name", None)
-    comment = normalise_comment(data.get("comment"), field + ".comment")
-    if comment is None and name is not None:
-        comment = name
-    return {
-        "name": name,
-        "proto": _proto(data.get("proto"), field + ".proto"),
-        "ports": _ports(data.get("ports"), field + ".ports", required=True),
-        "sources": _networks(data.get("sources"), field + ".sources"),
-        "destinations": _networks(data.get("destinations"), field + ".destinations"),
-        "interfaces": _interfaces(data.get("interfaces"), field + ".interfaces"),
-        "direction": direction,
-        "accept": _bool(data.get("accept"), field + ".accept", True),
-        "comment": comment,
-    }
+    flow = _flow(data, field)
+    flow["destinations"] = _networks(data.get("destinations"), field + ".destinations")
+    flow["direction"] = direction
+    flow["accept"] = _bool(data.get("accept"), field + ".accept", True)
+    return flow
 
 
 def _policies(data, field):
