@@ -65,7 +65,7 @@ unit: py-env
 	$(PYTEST) tests/unit -q
 
 integration: py-env
-	$(PYTEST) tests/integration/kernel -q -rfE --durations=10
+	$(PYTEST) tests/kernel -q -rfE --durations=10
 
 molecule: bootstrap
 	@failed=""; for s in $(SCENARIOS); do \

@@ -46,8 +46,8 @@ print(time.perf_counter() - t0)
 QUERY = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_dump import query
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_entries import EntryFilter
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.dump import query
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import EntryFilter
 params = json.loads(sys.argv[1])
 group_by = params.pop("group_by", None)
 t1 = time.perf_counter()

@@ -48,7 +48,7 @@ print(sent, refused, time.perf_counter() - t0)
 
 GATHER = r"""
 import json, statistics, subprocess, sys, time
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_facts
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
 runs, tool_runs = int(sys.argv[1]), int(sys.argv[2])
 subsets = _ct_facts.resolve_subsets(["all", "!events"])
 times = []

@@ -63,8 +63,8 @@ def lab(cmd, hosts):
 def settings():
     """The knob values the role will compute (same code), for the naive play."""
     sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
-    from ansible_collections.nodeguard.conntrack.plugins.module_utils._sizing import size  # noqa: E402
-    from ansible_collections.nodeguard.conntrack.plugins.module_utils._knobs import HOST_KNOBS  # noqa: E402
+    from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._sizing import size  # noqa: E402
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import HOST_KNOBS  # noqa: E402
 
     spec = dict((k[len("conntrack_tuning_"):], v) for k, v in ROLE_VARS.items())
     # memory and CPUs only change max/buckets, which the naive play cannot set live in a container anyway

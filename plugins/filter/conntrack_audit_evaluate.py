@@ -79,7 +79,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._audit_eval import AuditError, evaluate
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import AuditError, evaluate
 
 
 def conntrack_audit_evaluate(collected, previous=None, warning_pct=75, critical_pct=90, counter_rise=None,

@@ -70,7 +70,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._audit_eval import AuditError, fleet
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import AuditError, fleet
 
 
 def conntrack_audit_fleet(results, missing=None, fail_on="none", warning_pct=75, critical_pct=90, counter_rise=None,

@@ -47,7 +47,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._report_render import RENDERERS, RenderError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import RENDERERS, RenderError
 
 
 def conntrack_report_render(report, format="json"):  # pylint: disable=redefined-builtin

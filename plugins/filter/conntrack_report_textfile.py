@@ -45,7 +45,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._report_render import RenderError, render_textfile
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import RenderError, render_textfile
 
 
 def conntrack_report_textfile(result, prefix="nodeguard_conntrack"):

@@ -74,7 +74,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._sizing import SizingError, size
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._sizing import SizingError, size
 
 
 def conntrack_sizing(spec, memory_mb=None, cpus=None):

@@ -41,8 +41,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_model import FirewallModelError, normalise_model
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._fw_render import desired_state, render_restore
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import FirewallModelError, normalise_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.render import desired_state, render_restore
 
 
 def iptables_baseline_render(model, family="ipv4"):

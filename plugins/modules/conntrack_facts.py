@@ -269,7 +269,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _ct_facts
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
 
 
 def main():

@@ -117,10 +117,10 @@ sample:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_dump import delete_entries, query
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_entries import CtError, CtFilterError
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_options import build_filter, filter_argument_spec
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._netlink import CtnetlinkPermissionError, NetlinkError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.dump import delete_entries, query
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import CtError, CtFilterError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.options import build_filter, filter_argument_spec
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import CtnetlinkPermissionError, NetlinkError
 
 MAX_SAMPLE = 1000
 

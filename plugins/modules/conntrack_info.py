@@ -216,15 +216,15 @@ entries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_dump import query
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_entries import (
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.dump import query
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import (
     FAMILY_NAMES,
     CtError,
     CtFilterError,
     validate_query,
 )
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._ct_options import build_filter, filter_argument_spec
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._netlink import CtnetlinkPermissionError, NetlinkError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.options import build_filter, filter_argument_spec
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import CtnetlinkPermissionError, NetlinkError
 
 MAX_LIMIT = 10000
 

@@ -195,11 +195,11 @@ environment:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._knobs import proc_path
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import proc_path
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _host_files
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _tune_host
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common import host_files as _host_files
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune as _tune
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune_host as _tune_host
 
 PATH_OPTIONS = {
     "sysctl": "sysctl_file",

@@ -145,9 +145,9 @@ context:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_audit as fw_audit
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_save as fw_save
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._host_files import read_or_none
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as fw_audit
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as fw_save
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
 
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}

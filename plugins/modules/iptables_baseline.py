@@ -489,9 +489,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_apply as fw_apply
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_model as fw_model
-from ansible_collections.nodeguard.conntrack.plugins.module_utils import _fw_render as fw_render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import model as fw_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as fw_render
 
 _LIST_STR = dict(type="list", elements="str")
 

@@ -9,7 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODE_DIRS = ("plugins/modules", "plugins/module_utils")
 NODE_FILES = sorted(
-    os.path.join(d, f) for d in NODE_DIRS for f in os.listdir(os.path.join(ROOT, d)) if f.endswith(".py")
+    os.path.relpath(os.path.join(here, f), ROOT)
+    for d in NODE_DIRS for here, _dirs, files in os.walk(os.path.join(ROOT, d)) for f in files if f.endswith(".py")
 )
 
 

@@ -1,7 +1,7 @@
 """conntrack_tune's own input checks (the parts the planner does not see): mode, paths, empty knobs."""
 import pytest
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._tune import DEFAULT_PATHS, TuneError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.tune import DEFAULT_PATHS, TuneError
 from ansible_collections.nodeguard.conntrack.plugins.modules.conntrack_tune import _validate
 
 BASE = {

@@ -1,0 +1,259 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where conntrack runs here: kernel, built-in/module/absent, init netns, container, writable knobs, iptables
+backend (private to the collection).
+
+The ``classify_*``/``detect_*`` functions are pure (observations in, answer out). ``probe()`` is the adapter that
+collects the observations from /proc, /sys and the file system; it never runs a process unless a caller passes
+``run_iptables_version`` and the file system could not tell the iptables backend.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import stat
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
+
+SYS_MODULE_DIR = "/sys/module/nf_conntrack"
+NETNS_SELF = "/proc/self/ns/net"
+NETNS_PID1 = "/proc/1/ns/net"
+# proc_alloc_inum() hands out namespace inodes from PROC_DYNAMIC_FIRST upwards; anything below is one of the
+# fixed inodes only the initial namespaces carry (init_net has one on current kernels).
+PROC_DYNAMIC_FIRST = 0xF0000000
+HOST_SCOPE_SIGNALS = ("max", "buckets", "expect_max")
+IPTABLES_PATHS = ("/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables", "/bin/iptables")
+IPTABLES_ALTERNATIVES = ("/etc/alternatives/iptables",)
+LEGACY_TABLE_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
+
+_NETNS_LINK_RE = re.compile(r"^net:\[(\d+)\]$")
+_CGROUP_HINTS = (
+    ("kubepods", "kubernetes"),
+    ("libpod", "podman"),
+    ("docker", "docker"),
+    ("containerd", "containerd"),
+    ("/lxc", "lxc"),
+    ("lxc.payload", "lxc"),
+    ("machine.slice/systemd-nspawn", "systemd-nspawn"),
+)
+
+
+def classify_conntrack(sys_module_dir_exists, has_initstate, listed_builtin, sysctls_present):
+    """``module`` (loadable module, loaded), ``builtin`` or ``absent`` (not in the running kernel now).
+
+    A loaded module has /sys/module/nf_conntrack/initstate; a built-in has the directory (it has parameters)
+    but no initstate, and is listed in modules.builtin. When /sys is hidden (some containers) the sysctls
+    still prove conntrack is there; modules.builtin then decides, else it is reported as a module.
+    """
+    if sys_module_dir_exists:
+        return "module" if has_initstate else "builtin"
+    if listed_builtin:
+        return "builtin"
+    if sysctls_present:
+        return "module"
+    return "absent"
+
+
+def netns_inode(link_text):
+    """The inode in a ``net:[4026531833]`` link, or None."""
+    match = _NETNS_LINK_RE.match(link_text or "")
+    return int(match.group(1)) if match else None
+
+
+def detect_init_netns(own_inode, knob_modes, pid1_inode=None, container=None):
+    """(init_netns or None, how it was decided).
+
+    1. A fixed (non-dynamic) netns inode only belongs to init_net.
+    2. max/expect_max/buckets are mode 0444 outside the init netns on every kernel since 5.x (and buckets on
+       4.x); all of them 0644 means the init netns. The mode comes from the kernel's sysctl table, so a
+       read-only /proc/sys mount in a container does not change it.
+    3. Otherwise, outside a container, PID 1 sits in the init netns: compare inodes.
+    """
+    if own_inode is not None and own_inode < PROC_DYNAMIC_FIRST:
+        return True, "fixed init_net inode"
+    modes = [knob_modes.get(name) for name in HOST_SCOPE_SIGNALS if knob_modes.get(name) is not None]
+    if modes:
+        if any(not mode & stat.S_IWUSR for mode in modes):
+            return False, "host-scope sysctls are read-only (mode 0444) in this netns"
+        if len(modes) == len(HOST_SCOPE_SIGNALS):
+            return True, "host-scope sysctls are writable (mode 0644) in this netns"
+    if own_inode is not None and pid1_inode is not None:
+        if own_inode != pid1_inode:
+            return (False, "netns differs from PID 1's") if container is None else (None, "undetermined")
+        if container is None:
+            return True, "same netns as PID 1"
+    return None, "undetermined"
+
+
+def detect_container(containerenv=None, systemd_container=None, pid1_container_env=None, dockerenv=False,
+                     cgroup_text=None):
+    """(container name or None, evidence). Same sources as systemd-detect-virt --container, in its order.
+
+    ``containerenv``: text of /run/.containerenv (podman/buildah) or None when absent; ``systemd_container``:
+    /run/systemd/container; ``pid1_container_env``: ``container=`` from /proc/1/environ; ``dockerenv``:
+    /.dockerenv exists; ``cgroup_text``: /proc/1/cgroup.
+    """
+    if pid1_container_env:
+        return pid1_container_env.strip(), "/proc/1/environ container="
+    if systemd_container and systemd_container.strip():
+        return systemd_container.strip().splitlines()[0], "/run/systemd/container"
+    if containerenv is not None:
+        engine = re.search(r'^engine="([a-z]+)', containerenv, re.M)
+        return (engine.group(1) if engine else "podman"), "/run/.containerenv"
+    if dockerenv:
+        return "docker", "/.dockerenv"
+    for line in (cgroup_text or "").splitlines():
+        path = line.split(":", 2)[-1]
+        for hint, name in _CGROUP_HINTS:
+            if hint in path:
+                return name, "/proc/1/cgroup"
+    return None, None
+
+
+def split_writable(knob_access):
+    """{knob: writable bool} -> (sorted writable names, sorted read-only names)."""
+    writable = sorted(name for name, ok in knob_access.items() if ok)
+    readonly = sorted(name for name, ok in knob_access.items() if not ok)
+    return writable, readonly
+
+
+def detect_iptables_backend(binary_target=None, version_output=None):
+    """``nft``, ``legacy`` or None from where the iptables command leads, or from ``iptables -V``.
+
+    ``binary_target`` is the resolved path (or name) of the iptables command: iptables-nft / xtables-nft-multi
+    is nft; iptables-legacy / xtables-legacy-multi / the pre-1.8 xtables-multi is legacy.
+    """
+    if binary_target:
+        base = os.path.basename(binary_target)
+        if "nft" in base:
+            return "nft"
+        if "legacy" in base or base == "xtables-multi":
+            return "legacy"
+    if version_output:
+        if "(nf_tables)" in version_output:
+            return "nft"
+        if "(legacy)" in version_output:
+            return "legacy"
+        match = re.search(r"iptables v(\d+)\.(\d+)", version_output)
+        if match and (int(match.group(1)), int(match.group(2))) < (1, 8):
+            return "legacy"
+    return None
+
+
+def parse_table_names(text):
+    """Names in /proc/net/ip_tables_names (one per line)."""
+    return sorted(set(line.strip() for line in (text or "").splitlines() if line.strip()))
+
+
+def parse_environ_container(raw):
+    """``container=`` value from a NUL-separated environ blob."""
+    for item in (raw or b"").split(b"\0"):
+        if item.startswith(b"container="):
+            return item[len(b"container="):].decode("utf-8", "replace")
+    return None
+
+
+# ---- adapters ----
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except (IOError, OSError):
+        return None
+
+
+def _modules_builtin_lists_conntrack(release):
+    text = read_or_none("/lib/modules/%s/modules.builtin" % release) or \
+        read_or_none("/usr/lib/modules/%s/modules.builtin" % release)
+    return bool(text) and bool(re.search(r"/nf_conntrack\.ko(\.\w+)?$", text, re.M))
+
+
+def knob_modes(shorts, proc_dir=None):
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
+    modes = {}
+    for short in shorts:
+        try:
+            modes[short] = stat.S_IMODE(os.stat(os.path.join(proc_dir, "nf_conntrack_" + short)).st_mode)
+        except OSError:
+            continue
+    return modes
+
+
+def knob_access(shorts, proc_dir=None, hashsize_path=None, init_netns=None):
+    """{knob: writable by this process here}. access(2) honours the sysctl table mode and read-only mounts."""
+    proc_dir = proc_dir or _knobs.PROC_SYS_DIR
+    hashsize_path = hashsize_path or _knobs.HASHSIZE_PATH
+    access = {}
+    for short in shorts:
+        path = os.path.join(proc_dir, "nf_conntrack_" + short)
+        if os.path.exists(path):
+            access[short] = os.access(path, os.W_OK)
+    if os.path.exists(hashsize_path):
+        # the kernel refuses hashsize writes outside the init netns (EOPNOTSUPP) whatever the file mode says
+        access["hashsize"] = os.access(hashsize_path, os.W_OK) and init_netns is not False
+    return access
+
+
+def iptables_binary_target():
+    for path in IPTABLES_ALTERNATIVES + IPTABLES_PATHS:
+        if os.path.lexists(path):
+            return os.path.realpath(path)
+    return None
+
+
+def parse_memtotal_mb(meminfo_text):
+    """MemTotal from /proc/meminfo in MiB (what sizing takes), or None when absent or malformed."""
+    for line in (meminfo_text or "").splitlines():
+        if line.startswith("MemTotal:"):
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                return int(fields[1]) // 1024
+    return None
+
+
+def probe(present, run_iptables_version=None):
+    """Collect the environment facts. ``present``: catalogue knobs that exist here (short names)."""
+    release = os.uname()[2]
+    sys_module = os.path.isdir(SYS_MODULE_DIR)
+    conntrack = classify_conntrack(sys_module, os.path.exists(os.path.join(SYS_MODULE_DIR, "initstate")),
+                                   False if sys_module else _modules_builtin_lists_conntrack(release),
+                                   bool(present))
+    container, evidence = detect_container(
+        containerenv=read_or_none("/run/.containerenv"),
+        systemd_container=read_or_none("/run/systemd/container"),
+        pid1_container_env=parse_environ_container(read_or_none("/proc/1/environ", "rb")),
+        dockerenv=os.path.exists("/.dockerenv"),
+        cgroup_text=read_or_none("/proc/1/cgroup"),
+    )
+    own_inode = netns_inode(_readlink(NETNS_SELF))
+    init_netns, init_reason = detect_init_netns(own_inode, knob_modes(HOST_SCOPE_SIGNALS),
+                                                netns_inode(_readlink(NETNS_PID1)), container)
+    writable, readonly = split_writable(knob_access(present, init_netns=init_netns))
+    target = iptables_binary_target()
+    backend = detect_iptables_backend(target)
+    if backend is None and target and run_iptables_version is not None:
+        backend = detect_iptables_backend(None, run_iptables_version(target))
+    legacy_tables = []
+    for path in LEGACY_TABLE_FILES:
+        legacy_tables.extend(parse_table_names(read_or_none(path)))
+    return {
+        "kernel_release": release,
+        "conntrack": conntrack,
+        "init_netns": init_netns,
+        "init_netns_reason": init_reason,
+        "netns_inode": own_inode,
+        "container": container,
+        "container_evidence": evidence,
+        "writable_knobs": writable,
+        "readonly_knobs": readonly,
+        "iptables_backend": backend,
+        "iptables_legacy_tables": sorted(set(legacy_tables)),
+        # the two host figures sizing needs, so a role need not run a hardware fact gathering for them
+        "memtotal_mb": parse_memtotal_mb(read_or_none("/proc/meminfo")),
+        "cpus": os.cpu_count(),
+    }

@@ -1,0 +1,504 @@
+# -*- coding: utf-8 -*-
+# Copyright: nodeguard.conntrack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fleet audit evaluation: what one host's conntrack data means, and the fleet report that holds every host.
+
+Private to the collection. Pure and deterministic: data in (facts, rule-audit findings, entry statistics, the
+previous audit's counters, the time), data out. The filters ``conntrack_audit_evaluate`` and
+``conntrack_audit_fleet`` are thin wrappers; the report renderers (``_report_render``) read what this builds.
+
+Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_audit):
+
+- NGCA001 table usage at or above a threshold (count / max of this network namespace)
+- NGCA002 a watched counter (drop, insert_failed, early_drop, chaintoolong) rose since the last audit
+- NGCA003 nf_conntrack_max below the declared peak (critical) or below peak x headroom (warning)
+- NGCA004 long hash chains at a full table (max / buckets above the limit)
+- NGCA005 conntrack cannot be observed (not loaded, no counters source)
+- NGCA006 "table full, dropping packet" kernel messages for this namespace in the events window
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+import time
+
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing as sizing
+
+SCHEMA_VERSION = "1.0"
+LEVELS = ("ok", "warning", "critical")
+COUNTER_NAMES = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error", "search_restart",
+                 "clash_resolve", "chaintoolong")
+DEFAULT_COUNTER_RISE = {"drop": "critical", "insert_failed": "warning", "early_drop": "warning", "chaintoolong": "warning"}
+DEFAULT_FIREWALL_SEVERITY = {"high": "critical", "medium": "warning", "low": "warning", "info": "ok"}
+DEFAULT_WARNING_PCT = 75.0
+DEFAULT_CRITICAL_PCT = 90.0
+DEFAULT_MAX_CHAIN_RATIO = 8.0
+SIZING_FIELDS = ("peak_flows", "new_flows_per_second", "avg_flow_lifetime", "headroom", "memory_mb", "cpus",
+                 "memory_budget_pct", "entry_bytes", "buckets_ratio")
+
+TITLES = {
+    "NGCA001": "conntrack table usage above threshold",
+    "NGCA002": "counter rising since the last audit",
+    "NGCA003": "nf_conntrack_max below the declared peak",
+    "NGCA004": "long hash chains at a full table",
+    "NGCA005": "conntrack cannot be observed",
+    "NGCA006": "table full messages in the kernel log",
+}
+
+COUNTER_MEANING = {
+    "drop": "new flows were dropped because the table was full",
+    "insert_failed": "entries failed to insert (races between packets of one new flow; the classic 5 s DNS delay)",
+    "early_drop": "non-assured entries were evicted to make room: the table ran full",
+    "chaintoolong": "packets were dropped because a hash chain grew too long (too few buckets or a hash attack)",
+    "clash_resolve": "insert clashes were resolved",
+    "invalid": "packets could not be tracked (INVALID)",
+}
+
+
+class AuditError(ValueError):
+    """Bad audit input. ``field`` names the offending input."""
+
+    def __init__(self, field, message):
+        super(AuditError, self).__init__("%s: %s" % (field, message))
+        self.field = field
+
+
+def level_rank(level):
+    return LEVELS.index(level)
+
+
+def worst(levels):
+    result = "ok"
+    for level in levels:
+        if level_rank(level) > level_rank(result):
+            result = level
+    return result
+
+
+def _fmt(value):
+    return "{:,}".format(value) if _is_int(value) else str(value)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and not math.isfinite(value))
+
+
+def iso_utc(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _pct(value, field):
+    if not _is_number(value):
+        raise AuditError(field, "must be a number, got %r" % (value,))
+    if value <= 0 or value > 100:
+        raise AuditError(field, "must be > 0 and <= 100, got %r" % (value,))
+    return float(value)
+
+
+def _level_map(value, field, keys, default):
+    if value is None:
+        return dict(default)
+    if not isinstance(value, dict):
+        raise AuditError(field, "must be a mapping, got %r" % (value,))
+    result = dict(default)
+    for key, level in value.items():
+        if keys is not None and key not in keys:
+            raise AuditError("%s.%s" % (field, key), "unknown key (allowed: %s)" % ", ".join(keys))
+        if level not in LEVELS:
+            raise AuditError("%s.%s" % (field, key), "must be one of %s, got %r" % (", ".join(LEVELS), level))
+        result[key] = level
+    return result
+
+
+def normalise_options(options):
+    """Validate evaluation options; returns a complete dict. Raises AuditError naming the field."""
+    options = dict(options or {})
+    known = ("warning_pct", "critical_pct", "counter_rise", "firewall_severity", "max_chain_ratio", "sizing")
+    for key in options:
+        if key not in known:
+            raise AuditError(key, "unknown option (allowed: %s)" % ", ".join(known))
+    warning = _pct(options.get("warning_pct", DEFAULT_WARNING_PCT), "warning_pct")
+    critical = _pct(options.get("critical_pct", DEFAULT_CRITICAL_PCT), "critical_pct")
+    if critical < warning:
+        raise AuditError("critical_pct", "(%s) is below warning_pct (%s)" % (critical, warning))
+    ratio = options.get("max_chain_ratio", DEFAULT_MAX_CHAIN_RATIO)
+    if not _is_number(ratio) or ratio <= 0:
+        raise AuditError("max_chain_ratio", "must be a positive number, got %r" % (ratio,))
+    sizing_spec = options.get("sizing")
+    if sizing_spec is not None:
+        if not isinstance(sizing_spec, dict):
+            raise AuditError("sizing", "must be a mapping, got %r" % (sizing_spec,))
+        unknown = sorted(set(sizing_spec) - set(SIZING_FIELDS))
+        if unknown:
+            raise AuditError("sizing.%s" % unknown[0], "unknown sizing input (allowed: %s)" % ", ".join(SIZING_FIELDS))
+        sizing_spec = dict((k, v) for k, v in sizing_spec.items() if v is not None)
+        if sizing_spec.get("peak_flows") is None and sizing_spec.get("new_flows_per_second") is None:
+            sizing_spec = None  # nothing declared: no sizing check
+    return {
+        "warning_pct": warning,
+        "critical_pct": critical,
+        "counter_rise": _level_map(options.get("counter_rise"), "counter_rise", COUNTER_NAMES, DEFAULT_COUNTER_RISE),
+        "firewall_severity": _level_map(options.get("firewall_severity"), "firewall_severity",
+                                        tuple(DEFAULT_FIREWALL_SEVERITY), DEFAULT_FIREWALL_SEVERITY),
+        "max_chain_ratio": float(ratio),
+        "sizing": sizing_spec,
+    }
+
+
+def _finding(fid, severity, detail, fix, source, **extra):
+    item = {"id": fid, "source": source, "severity": severity, "title": TITLES[fid], "detail": detail, "fix": fix}
+    item.update(extra)
+    return item
+
+
+def _counters(facts):
+    raw = facts.get("counters")
+    if not isinstance(raw, dict):
+        return None
+    result = {}
+    for name in COUNTER_NAMES:
+        value = raw.get(name)
+        result[name] = value if _is_int(value) else None
+    return result
+
+
+def counter_deltas(current, previous, now, netns_inode=None):
+    """Counter changes since the previous audit's state record.
+
+    Returns ``{"baseline", "reset", "since", "elapsed_seconds", "counters": {name: {previous, current, delta}}}``.
+    ``baseline`` is true when there is nothing to compare with (first audit). ``reset`` is true when a counter went
+    down or the network namespace changed (reboot, container re-created): deltas are then null, not negative.
+    """
+    result = {"baseline": True, "reset": False, "since": None, "elapsed_seconds": None, "counters": {}}
+    if current is None:
+        return result
+    if not isinstance(previous, dict) or not isinstance(previous.get("counters"), dict):
+        for name in COUNTER_NAMES:
+            result["counters"][name] = {"previous": None, "current": current.get(name), "delta": None}
+        return result
+    result["baseline"] = False
+    epoch = previous.get("epoch")
+    if _is_number(epoch):
+        result["since"] = iso_utc(epoch)
+        result["elapsed_seconds"] = round(max(0.0, now - epoch), 3)
+    prev_inode = previous.get("netns_inode")
+    if netns_inode is not None and prev_inode is not None and prev_inode != netns_inode:
+        result["reset"] = True
+    old = previous["counters"]
+    for name in COUNTER_NAMES:
+        cur = current.get(name)
+        before = old.get(name)
+        before = before if _is_int(before) else None
+        delta = None
+        if cur is not None and before is not None:
+            if cur < before:
+                result["reset"] = True
+            delta = cur - before
+        result["counters"][name] = {"previous": before, "current": cur, "delta": delta}
+    if result["reset"]:
+        for entry in result["counters"].values():
+            entry["delta"] = None
+    return result
+
+
+def _usage(limits, opts):
+    count = limits.get("count")
+    max_entries = limits.get("max")
+    pct = limits.get("usage_pct")
+    if not _is_number(pct):
+        pct = None
+        if _is_int(count) and _is_int(max_entries) and max_entries > 0:
+            pct = round(count * 100.0 / max_entries, 2)
+    # compare the exact ratio, not the rounded percentage (74.9996 % must not count as 75 %)
+    exact = pct
+    if _is_int(count) and _is_int(max_entries) and max_entries > 0:
+        exact = count * 100.0 / max_entries
+    level = "ok"
+    if exact is not None:
+        if exact >= opts["critical_pct"]:
+            level = "critical"
+        elif exact >= opts["warning_pct"]:
+            level = "warning"
+    return {
+        "count": count if _is_int(count) else None,
+        "max": max_entries if _is_int(max_entries) else None,
+        "usage_pct": pct,
+        "buckets": limits.get("buckets") if _is_int(limits.get("buckets")) else None,
+        "level": level,
+        "warning_pct": opts["warning_pct"],
+        "critical_pct": opts["critical_pct"],
+    }
+
+
+def _sizing_check(spec, usage, environment):
+    """Compare the live max with the declared peak, using the same sizing rules as the tuning role."""
+    try:
+        planned = sizing.size(spec)
+    except sizing.SizingError as exc:
+        raise AuditError("sizing.%s" % exc.field, str(exc).split(": ", 1)[-1])
+    headroom = float(spec.get("headroom", sizing.DEFAULT_HEADROOM))
+    demand = planned["demand"]
+    needed = int(math.ceil(demand * headroom))
+    live = usage["max"]
+    writable = "max" in (environment.get("writable_knobs") or [])
+    if live is None:
+        level = "ok"
+        verdict = "unknown"
+    elif live == 0:
+        level, verdict = "ok", "unlimited"
+    elif live < demand:
+        level, verdict = "critical", "below_peak"
+    elif live < needed:
+        level, verdict = "warning", "below_headroom"
+    else:
+        level, verdict = "ok", "sufficient"
+    return {
+        "peak_flows": spec.get("peak_flows"),
+        "demand": demand,
+        "headroom": headroom,
+        "needed_max": needed,
+        "live_max": live,
+        "recommended_max": planned["settings"]["max"],
+        "recommended_buckets": planned["settings"]["buckets"],
+        "max_writable_here": writable,
+        "verdict": verdict,
+        "level": level,
+        "warnings": list(planned["warnings"]),
+    }
+
+
+def evaluate(collected, options=None, previous=None, now=None):
+    """Evaluate one host.
+
+    ``collected``: {"host", "facts" (ansible_facts.conntrack), "firewall" (iptables_audit result or None),
+    "states" (conntrack_info groups by proto/state or None), "nat" ({"dnat": n, "snat": n} or None)}.
+    ``previous``: the state record of the last audit (see :func:`state_record`) or None.
+    """
+    if not isinstance(collected, dict):
+        raise AuditError("collected", "must be a mapping, got %r" % (collected,))
+    host = collected.get("host")
+    if not isinstance(host, str) or not host:
+        raise AuditError("collected.host", "must be a non-empty string, got %r" % (host,))
+    facts = collected.get("facts")
+    if not isinstance(facts, dict):
+        raise AuditError("collected.facts", "must be the conntrack facts mapping, got %r" % (facts,))
+    opts = normalise_options(options)
+    if now is None:
+        now = time.time()
+    if not _is_number(now):
+        raise AuditError("now", "must be a number of seconds since the epoch, got %r" % (now,))
+
+    findings = []
+    environment = facts.get("environment") if isinstance(facts.get("environment"), dict) else {}
+    available = facts.get("available") is not False
+    limits = facts.get("limits") if isinstance(facts.get("limits"), dict) else {}
+    usage = _usage(limits, opts)
+    counters = _counters(facts)
+    deltas = counter_deltas(counters, previous, now, environment.get("netns_inode"))
+    container_note = ""
+    if "max" in (environment.get("readonly_knobs") or []):
+        container_note = (" nf_conntrack_max is host-scope and read-only in this network namespace: raise it on the "
+                          "host itself (conntrack_tuning run in the initial namespace).")
+
+    if not available:
+        findings.append(_finding("NGCA005", "warning", "conntrack is not loaded in the running kernel; nothing is "
+                                 "tracked or audited here", "Nothing to do unless this host should track flows.",
+                                 "facts"))
+    elif counters is None or all(v is None for v in counters.values()):
+        findings.append(_finding("NGCA005", "warning", "no counters source could be read (%s): drops cannot be seen"
+                                 % "; ".join(facts.get("notes") or ["no reason given"]),
+                                 "Run the audit as root (CAP_NET_ADMIN for ctnetlink) or enable procfs stats.", "facts"))
+
+    if usage["level"] != "ok":
+        findings.append(_finding(
+            "NGCA001", usage["level"],
+            "%s of %s entries in use (%.2f %%), %s threshold %s %%" % (
+                _fmt(usage["count"]), _fmt(usage["max"]), usage["usage_pct"], usage["level"],
+                opts["critical_pct"] if usage["level"] == "critical" else opts["warning_pct"]),
+            "Find what fills the table (nodeguard.conntrack.diagnose: top destinations, states), shorten the timeouts "
+            "of the states that dominate, and raise nf_conntrack_max sized by the peak (conntrack_tuning)."
+            + container_note, "usage", value=usage["usage_pct"]))
+
+    rises = []
+    if not deltas["baseline"] and not deltas["reset"]:
+        for name in COUNTER_NAMES:
+            entry = deltas["counters"][name]
+            if name in opts["counter_rise"] and entry["delta"] and entry["delta"] > 0:
+                level = opts["counter_rise"][name]
+                rises.append(name)
+                if level == "ok":
+                    continue
+                findings.append(_finding(
+                    "NGCA002", level, "%s rose by %s since %s (%s)" % (
+                        name, _fmt(entry["delta"]), deltas["since"] or "the last audit",
+                        COUNTER_MEANING.get(name, "counter increased")),
+                    "Check usage against max and the kernel log for 'table full'; for insert_failed look at UDP "
+                    "clients racing (DNS: single-request-reopen, or NOTRACK for the resolver traffic); for "
+                    "chaintoolong raise buckets (conntrack_tuning).", "counters", counter=name, delta=entry["delta"]))
+
+    sizing_result = None
+    if opts["sizing"] is not None:
+        sizing_result = _sizing_check(opts["sizing"], usage, environment)
+        if sizing_result["level"] != "ok":
+            if sizing_result["verdict"] == "below_peak":
+                detail = "nf_conntrack_max %s is below the declared peak demand %s: the table overflows at peak" % (
+                    _fmt(sizing_result["live_max"]), _fmt(sizing_result["demand"]))
+            else:
+                detail = "nf_conntrack_max %s is below peak %s x headroom %s = %s" % (
+                    _fmt(sizing_result["live_max"]), _fmt(sizing_result["demand"]),
+                    sizing_result["headroom"], _fmt(sizing_result["needed_max"]))
+            fix = "Raise nf_conntrack_max to %s and buckets to %s (conntrack_tuning with conntrack_tuning_peak_flows)." % (
+                _fmt(sizing_result["recommended_max"]), _fmt(sizing_result["recommended_buckets"]))
+            if not sizing_result["max_writable_here"]:
+                fix += container_note
+            findings.append(_finding("NGCA003", sizing_result["level"], detail, fix, "sizing"))
+
+    if _is_int(usage["max"]) and usage["max"] > 0 and _is_int(usage["buckets"]) and usage["buckets"] > 0:
+        ratio = usage["max"] / float(usage["buckets"])
+        if ratio > opts["max_chain_ratio"]:
+            findings.append(_finding(
+                "NGCA004", "warning", "max / buckets is %.1f (limit %s): a full table has long hash chains and costs CPU "
+                "on every packet" % (ratio, opts["max_chain_ratio"]),
+                "Raise nf_conntrack_buckets to max / 4 (conntrack_tuning does this from the sizing).", "sizing"))
+
+    events = facts.get("events")
+    if isinstance(events, dict) and events.get("readable") and _is_int(events.get("table_full_this_netns")) \
+            and events["table_full_this_netns"] > 0:
+        findings.append(_finding(
+            "NGCA006", "critical", "%d 'table full, dropping packet' messages for this namespace in the last %s s" % (
+                events["table_full_this_netns"], events.get("window_seconds")),
+            "The table overflowed: raise nf_conntrack_max sized by the peak and find what fills it (diagnose).",
+            "events"))
+
+    firewall = collected.get("firewall")
+    firewall_out = {"audited": False, "summary": None, "sources": [], "skipped": []}
+    if isinstance(firewall, dict) and isinstance(firewall.get("findings"), list):
+        firewall_out = {"audited": True, "summary": firewall.get("summary"), "sources": list(firewall.get("sources") or []),
+                        "skipped": list(firewall.get("skipped") or [])}
+        for item in firewall["findings"]:
+            if not isinstance(item, dict):
+                continue
+            original = item.get("severity")
+            level = opts["firewall_severity"].get(original, "warning")
+            entry = {"id": str(item.get("id")), "source": "firewall", "severity": level if level != "ok" else "info",
+                     "title": str(item.get("title") or item.get("id")), "detail": str(item.get("detail") or ""),
+                     "fix": str(item.get("fix") or ""), "original_severity": original}
+            for key in ("family", "backend", "table", "chain", "position", "rule"):
+                if item.get(key) is not None:
+                    entry[key] = item[key]
+            findings.append(entry)
+
+    states = None
+    raw_states = collected.get("states")
+    if isinstance(raw_states, list):
+        states = []
+        for group in raw_states:
+            key = group.get("key") if isinstance(group, dict) else None
+            if not isinstance(key, dict) or not _is_int(group.get("count")):
+                continue
+            states.append({"proto": str(key.get("proto") or "unknown"),
+                           "state": str(key.get("state")) if key.get("state") else "none", "count": group["count"]})
+        states.sort(key=lambda s: (-s["count"], s["proto"], s["state"]))
+    nat = collected.get("nat")
+    if isinstance(nat, dict):
+        nat = {"dnat": nat.get("dnat") if _is_int(nat.get("dnat")) else None,
+               "snat": nat.get("snat") if _is_int(nat.get("snat")) else None}
+    else:
+        nat = None
+
+    order = {"critical": 0, "warning": 1, "info": 2}
+    findings.sort(key=lambda f: (order.get(f["severity"], 3), f["id"]))
+    status = worst(f["severity"] for f in findings if f["severity"] in LEVELS)
+    return {
+        "host": host,
+        "status": status,
+        "collected_at": iso_utc(now),
+        "collected_epoch": round(float(now), 3),
+        "available": available,
+        "environment": {
+            "kernel_release": environment.get("kernel_release"),
+            "container": environment.get("container"),
+            "init_netns": environment.get("init_netns"),
+            "netns_inode": environment.get("netns_inode"),
+            "iptables_backend": environment.get("iptables_backend"),
+        },
+        "usage": usage,
+        "counters": counters,
+        "counters_source": facts.get("counters_source"),
+        "deltas": deltas,
+        "rising": rises,
+        "sizing": sizing_result,
+        "states": states,
+        "nat": nat,
+        "firewall": firewall_out,
+        "findings": findings,
+    }
+
+
+def state_record(result):
+    """What the next audit compares with: the counters and where they came from."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "host": result["host"],
+        "epoch": result["collected_epoch"],
+        "collected_at": result["collected_at"],
+        "netns_inode": result["environment"].get("netns_inode"),
+        "counters": result["counters"],
+    }
+
+
+def fleet(results, options=None, missing=None, now=None, fail_on="none"):
+    """The fleet report: every host's result, sorted worst first, with a summary."""
+    if not isinstance(results, list):
+        raise AuditError("results", "must be a list of host results, got %r" % (results,))
+    for index, item in enumerate(results):
+        if not isinstance(item, dict) or item.get("status") not in LEVELS or "host" not in item:
+            raise AuditError("results[%d]" % index, "is not a host result of conntrack_audit_evaluate")
+    if fail_on not in ("none",) + LEVELS[1:]:
+        raise AuditError("fail_on", "must be none, warning or critical, got %r" % (fail_on,))
+    opts = normalise_options(options)
+    if now is None:
+        now = time.time()
+    missing = sorted(set(missing or []) - set(r["host"] for r in results))
+    hosts = sorted(results, key=lambda r: (-level_rank(r["status"]), -(r["usage"]["usage_pct"] or 0), r["host"]))
+    by_id = {}
+    for result in hosts:
+        for item in result["findings"]:
+            by_id[item["id"]] = by_id.get(item["id"], 0) + 1
+    counts = dict((level, sum(1 for r in hosts if r["status"] == level)) for level in LEVELS)
+    status = worst(r["status"] for r in hosts)
+    if missing:
+        status = "critical"
+    gate_failed = fail_on != "none" and level_rank(status) >= level_rank(fail_on)
+    summary = {
+        "hosts": len(hosts),
+        "ok": counts["ok"],
+        "warning": counts["warning"],
+        "critical": counts["critical"],
+        "missing": len(missing),
+        "status": status,
+        "findings_by_id": dict(sorted(by_id.items())),
+        "near_full": [r["host"] for r in hosts if r["usage"]["level"] != "ok"],
+        "dropping": [r["host"] for r in hosts if r["rising"]],
+        "rule_findings": [r["host"] for r in hosts if any(f["source"] == "firewall" for f in r["findings"])],
+        "undersized": [r["host"] for r in hosts if r["sizing"] and r["sizing"]["level"] != "ok"],
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": "nodeguard.conntrack.conntrack_audit",
+        "generated_at": iso_utc(now),
+        "thresholds": {"warning_pct": opts["warning_pct"], "critical_pct": opts["critical_pct"],
+                       "counter_rise": opts["counter_rise"], "firewall_severity": opts["firewall_severity"]},
+        "fail_on": fail_on,
+        "gate_failed": gate_failed,
+        "summary": summary,
+        "missing_hosts": missing,
+        "hosts": hosts,
+    }

@@ -1,0 +1,163 @@
+"""Audit rules on crafted rule sets: each classic mistake is found with its id; the baseline audits clean."""
+
+import pytest
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import _dnat_address, analyse, audit, summary
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.save_parser import parse_save
+
+
+def _run(text, family="ipv4", backend="nft", **context):
+    return audit([{"family": family, "backend": backend, "ruleset": parse_save(text)}], context)
+
+
+def _ids(findings):
+    return [(f["id"], f["severity"]) for f in findings]
+
+
+NEW_NO_EST = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+
+
+def test_new_without_established_is_high_when_the_chain_drops():
+    findings = _run(NEW_NO_EST)
+    assert _ids(findings) == [("NGCT001", "high")]
+    assert findings[0]["rule"] == "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"
+    assert findings[0]["position"] == 1 and findings[0]["chain"] == "INPUT"
+    assert _ids(_run(NEW_NO_EST.replace("DROP", "ACCEPT"))) == [("NGCT001", "low")]
+
+
+def test_new_without_established_found_through_a_jump_chain():
+    text = """*filter
+:INPUT ACCEPT [0:0]
+:SVC - [0:0]
+-A INPUT -j SVC
+-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A INPUT -j DROP
+-A SVC -p tcp -m tcp --dport 80 -j ACCEPT
+COMMIT
+"""
+    findings = _run(text)
+    assert _ids(findings) == [("NGCT001", "high")]
+    assert findings[0]["chain"] == "SVC"
+
+
+def test_scoped_established_covers_same_scope_only():
+    text = """*filter
+:FORWARD DROP [0:0]
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -d 172.17.0.2/32 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A FORWARD -o br1 -p tcp -m tcp --dport 80 -j ACCEPT
+COMMIT
+"""
+    findings = _run(text)
+    assert _ids(findings) == [("NGCT001", "high")]
+    assert "br1" in findings[0]["rule"]
+
+
+@pytest.mark.parametrize("rule,severity", [("-s 203.0.113.9/32 -j DROP", "medium"),
+                                           ("-m recent --name x --rcheck --seconds 60 -j DROP", "medium"),
+                                           ('-j LOG --log-prefix "in: "', "low")])
+def test_established_after_rejecting_or_expensive_rules(rule, severity):
+    text = ("*filter\n-A INPUT %s\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n" % rule)
+    findings = _run(text)
+    assert _ids(findings) == [("NGCT002", severity)]
+    assert findings[0]["position"] == 1
+
+
+def test_new_only_and_invalid_only_rules_before_established_are_fine():
+    text = ("*filter\n-A INPUT -m conntrack --ctstate INVALID -j DROP\n"
+            "-A INPUT -p tcp -m conntrack --ctstate NEW -m recent --name x --update -j DROP\n"
+            "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n")
+    assert _run(text) == []
+
+
+INVALID_FWD = ("*filter\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+               "-A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n")
+
+
+def test_unscoped_invalid_drop_in_forward_and_its_severity():
+    assert _ids(_run(INVALID_FWD)) == [("NGCT003", "medium")]
+    assert _ids(_run(INVALID_FWD, multi_homed=True)) == [("NGCT003", "high")]
+    assert _ids(_run(INVALID_FWD, tcp_be_liberal=True)) == [("NGCT003", "high")]
+    scoped = INVALID_FWD.replace("-A FORWARD -m conntrack --ctstate INVALID", "-A FORWARD -i eth0 -m conntrack --ctstate INVALID")
+    assert _run(scoped, multi_homed=True) == []
+    via_chain = ("*filter\n:X - [0:0]\n-A FORWARD -m conntrack --ctstate INVALID -j X\n-A X -j DROP\nCOMMIT\n")
+    assert _ids(_run(via_chain)) == [("NGCT003", "medium")]
+    assert _run(INVALID_FWD.replace("FORWARD", "INPUT")) == []
+
+
+DNAT = ("*nat\n-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.50.0.5:80\nCOMMIT\n"
+        "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n%sCOMMIT\n")
+
+
+@pytest.mark.parametrize("accept,found", [
+    ("", True),
+    ("-A FORWARD -m conntrack --ctstate DNAT -j ACCEPT\n", False),
+    ("-A FORWARD -d 10.50.0.5/32 -p tcp -m tcp --dport 80 -j ACCEPT\n", False),
+    ("-A FORWARD -d 10.60.0.0/16 -p tcp -m tcp --dport 80 -j ACCEPT\n", True),
+])
+def test_dnat_while_forward_drops(accept, found):
+    findings = _run(DNAT % accept)
+    assert (("NGCT004", "high") in _ids(findings)) is found
+    if found:
+        assert [f for f in findings if f["id"] == "NGCT004"][0]["table"] == "nat"
+    assert _run((DNAT % "").replace(":FORWARD DROP", ":FORWARD ACCEPT")) == []
+
+
+def test_split_backends():
+    one = parse_save("*filter\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n")
+    empty = parse_save("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n")
+    findings = audit([{"family": "ipv4", "backend": "nft", "ruleset": one},
+                      {"family": "ipv4", "backend": "legacy", "ruleset": one}])
+    assert _ids(findings) == [("NGCT005", "high")]
+    assert audit([{"family": "ipv4", "backend": "nft", "ruleset": one},
+                  {"family": "ipv4", "backend": "legacy", "ruleset": empty}]) == []
+    assert audit([{"family": "ipv4", "backend": "nft", "ruleset": one},
+                  {"family": "ipv6", "backend": "legacy", "ruleset": one}]) == []
+
+
+def _as_save(state):
+    text = render.render_restore(state)
+    for chain in ("INPUT", "FORWARD", "PREROUTING", "OUTPUT"):
+        text = text.replace("-I %s 1 " % chain, "-A %s " % chain)
+    return text
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+@pytest.mark.parametrize("params", [
+    {},
+    {"input": {"services": [{"ports": [22]}], "final_action": "drop", "invalid_drop": {"log": True}},
+     "policies": {"input": "DROP", "forward": "DROP"},
+     "forward": {"enabled": True, "accept_dnat": True, "final_action": "reject",
+                 "invalid_drop": {"enabled": True, "out_interfaces": ["eth1"]},
+                 "services": [{"ports": [443], "destinations": ["10.0.0.0/8", "fd00::/8"]}]},
+     "notrack": [{"proto": "udp", "ports": [53], "direction": "both"}]},
+])
+def test_the_baseline_audits_clean(params, family):
+    text = _as_save(render.desired_state(normalise_model(params), family))
+    text += "*nat\n-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.50.0.5:80\nCOMMIT\n"
+    assert _run(text, family=family, multi_homed=True, tcp_be_liberal=True) == []
+
+
+def test_analyse_and_summary():
+    info = analyse('! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -m comment --comment "a b" -j ACCEPT')
+    assert info["target"] == "ACCEPT" and info["proto"] == "tcp" and info["scoped"]
+    assert info["conds"] == {"! -i docker0", "-o docker0"}
+    assert summary(_run(NEW_NO_EST)) == {"info": 0, "low": 0, "medium": 0, "high": 1}
+
+
+@pytest.mark.parametrize("value,address", [("10.0.0.5:80", "10.0.0.5"), ("10.0.0.5", "10.0.0.5"),
+                                           ("10.0.0.5-10.0.0.9:80-90", "10.0.0.5"), ("[fd00::5]:80", "fd00::5"),
+                                           ("fd00::5", "fd00::5"), ("fd00::5-fd00::9", "fd00::5")])
+def test_dnat_destination_forms(value, address):
+    assert _dnat_address(value) == address
+
+
+def test_ipv6_dnat_accepted_by_destination():
+    text = ("*nat\n-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80\nCOMMIT\n"
+            "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A FORWARD -d fd00::/64 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+    assert _run(text, family="ipv6") == []
+    assert _ids(_run(text.replace("fd00::/64", "fd01::/64"), family="ipv6")) == [("NGCT004", "high")]

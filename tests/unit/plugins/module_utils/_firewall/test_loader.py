@@ -1,0 +1,65 @@
+"""The boot-time loader's merge (live owned state removed, rules file loaded, in one transaction per table)."""
+
+import json
+
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader as loader
+
+LIVE = """*filter
+:INPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:NG-CT-INPUT - [0:0]
+:NG-CT-STALE - [0:0]
+-A INPUT -j DOCKER
+-A INPUT -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT
+-A NG-CT-INPUT -j NG-CT-STALE
+COMMIT
+*raw
+:PREROUTING ACCEPT [0:0]
+:NG-CT-PREROUTING - [0:0]
+-A PREROUTING -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-PREROUTING
+COMMIT
+"""
+RULES = """*filter
+:NG-CT-INPUT - [0:0]
+-A NG-CT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-I INPUT 1 -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT
+COMMIT
+"""
+
+
+def _loader():
+    namespace = {"__name__": "loader_under_test"}
+    exec(compile(loader.LOADER_SOURCE, "loader", "exec"), namespace)  # the script as written onto the node
+    return namespace
+
+
+def test_build_removes_owned_state_and_loads_rules_only():
+    script = _loader()["build"](LIVE, RULES, "NG-CT-").splitlines()
+    assert script[:7] == [
+        "*filter", ":NG-CT-INPUT - [0:0]", ":NG-CT-STALE - [0:0]",
+        '-D INPUT -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT',
+        "-A NG-CT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        '-I INPUT 1 -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT',
+        "-X NG-CT-STALE"]
+    assert script[7:] == ["COMMIT", "*raw", ":NG-CT-PREROUTING - [0:0]",
+                          '-D PREROUTING -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-PREROUTING',
+                          "-X NG-CT-PREROUTING", "COMMIT"]
+    assert not any("DOCKER" in line for line in script)
+
+
+def test_build_on_a_fresh_boot_and_with_nothing_to_do():
+    build = _loader()["build"]
+    fresh = build("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", RULES, "NG-CT-")
+    assert "-D " not in fresh and "-X " not in fresh and "-I INPUT 1" in fresh
+    assert build("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", "", "NG-CT-") == ""
+
+
+def test_config_and_unit():
+    config = json.loads(loader.render_config("NG-CT-", {"ipv4": {"save": "/sbin/iptables-save",
+                                                                 "restore": "/sbin/iptables-restore",
+                                                                 "rules": "/etc/x"}}))
+    assert config["prefix"] == "NG-CT-" and config["families"]["ipv4"]["restore"] == "/sbin/iptables-restore"
+    unit = loader.render_unit("/usr/bin/python3", "/usr/local/sbin/load", "/etc/nodeguard/conntrack/firewall.json")
+    assert "Before=network-pre.target" in unit and "Wants=network-pre.target" in unit
+    assert "ExecStart=/usr/bin/python3 /usr/local/sbin/load /etc/nodeguard/conntrack/firewall.json" in unit
+    assert "Type=oneshot" in unit and "RemainAfterExit=yes" in unit
