@@ -20,12 +20,12 @@ SCENARIO ?=
 # every scenario directory under extensions/molecule (except the shared resources)
 SCENARIOS := $(if $(SCENARIO),$(SCENARIO),$(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
 
-.PHONY: py-env help bootstrap demo test lint sanity unit integration molecule build bench lab-up lab-down clean
+.PHONY: py-env help bootstrap demo test lint sanity unit integration molecule build galaxy-check bench lab-up lab-down clean
 
 help:
 	@echo "make demo         bring up a podman lab, run the collection against it, print what it found"
 	@echo "make test         every test tier: lint sanity build unit integration molecule"
-	@echo "make lint | sanity | build | unit | integration | molecule [SCENARIO=x] | bench"
+	@echo "make lint | sanity | build (incl. galaxy-importer) | unit | integration | molecule [SCENARIO=x] | bench"
 	@echo "make lab-up [LAB_HOSTS=3] | lab-down"
 
 bootstrap:
@@ -60,6 +60,9 @@ sanity: py-env
 
 build: py-env
 	@scripts/check-build.sh
+
+# build includes it; this name is for running it on its own
+galaxy-check: build
 
 unit: py-env
 	$(PYTEST) tests/unit -q

@@ -84,6 +84,23 @@ step_sanity_venv() {
   log "sanity venv: ansible-core $core"
 }
 
+step_galaxy_importer_venv() {
+  # galaxy-importer pins its own ansible-core/ansible-lint: a venv of its own, rebuilt when its pin changes
+  local dest=$build/galaxy-importer-venv py want stamp
+  want=$(sha256sum requirements/galaxy-importer.txt | cut -c1-16)
+  stamp=$dest/.nodeguard-stamp
+  if [ -x "$dest/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    log "galaxy-importer venv: up to date"; return
+  fi
+  py=$(pick_python)
+  rm -rf "$dest"
+  "$py" -m venv "$dest"
+  "$dest/bin/pip" install -q --upgrade pip
+  "$dest/bin/pip" install -q -r requirements/galaxy-importer.txt
+  echo "$want" >"$stamp"
+  log "galaxy-importer venv: $("$dest/bin/pip" show galaxy-importer | sed -n 's/^Version: //p')"
+}
+
 step_get_pip() {
   # ansible-test bootstraps pip in its sanity venvs with a script from a host this machine cannot
   # reach; put the stand-in (scripts/support/get_pip_offline.py) where it looks for a cached copy.
@@ -159,8 +176,9 @@ for s in "${steps[@]}"; do
     collections) step_collections ;;
     sanity-venv) step_sanity_venv; step_get_pip ;;
     containers-conf) step_containers_conf ;;
+    galaxy-importer-venv) step_galaxy_importer_venv ;;
     images) step_images ;;
-    all) step_apt; step_venv; step_sanity_venv; step_get_pip; step_collections; step_containers_conf; step_images ;;
+    all) step_apt; step_venv; step_sanity_venv; step_get_pip; step_galaxy_importer_venv; step_collections; step_containers_conf; step_images ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done

@@ -35,3 +35,5 @@ for f in $(ansible-doc -t filter -l nodeguard.conntrack 2>/dev/null | awk '{prin
 done
 roles=$(find "$installed/roles" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
 echo "installed copy: ansible-doc rendered $count module(s) and $fcount filter(s); $roles role(s) packaged"
+# what Galaxy runs on upload, against the same tarball
+scripts/galaxy-check.sh "$tarball"
