@@ -19,10 +19,10 @@ import sys
 import tempfile
 import time
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment as environment
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader as loader
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as save
 
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}

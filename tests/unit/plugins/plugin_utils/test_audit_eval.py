@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_eval as ev
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing as _sizing
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing
 
 COUNTERS = dict((name, 0) for name in ev.COUNTER_NAMES)
 

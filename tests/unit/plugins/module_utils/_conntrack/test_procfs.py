@@ -5,7 +5,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs as procfs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "fixtures", "facts")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import _dnat_address, analyse, audit, summary
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.save_parser import parse_save

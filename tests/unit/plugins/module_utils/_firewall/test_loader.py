@@ -2,7 +2,7 @@
 
 import json
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader as loader
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 
 LIVE = """*filter
 :INPUT ACCEPT [0:0]

@@ -1,6 +1,6 @@
 """Rendering the model to owned states and iptables-restore text."""
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.save_parser import owned_state, parse_save
 
