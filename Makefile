@@ -47,6 +47,9 @@ lint: py-env
 	ansible-lint --offline --profile production
 	@# plugin and role documentation (markup, references between plugins) as antsibull-docs renders it
 	cd $(BUILD)/collections/ansible_collections/nodeguard/conntrack && antsibull-docs lint-collection-docs --plugin-docs .
+	@# changelog fragments: antsibull-changelog's schema, then the conventions it does not check
+	antsibull-changelog lint
+	python scripts/check-changelog.py
 
 sanity: py-env
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
