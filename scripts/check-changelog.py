@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Changelog conventions antsibull-changelog's own lint does not check (run by ``make lint`` after it).
 
 - Every role under roles/ and every playbook under playbooks/ is announced exactly once: in an
