@@ -79,7 +79,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import AuditError, evaluate
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import evaluate
 
 
 def conntrack_audit_evaluate(collected, previous=None, warning_pct=75, critical_pct=90, counter_rise=None,
@@ -89,7 +90,7 @@ def conntrack_audit_evaluate(collected, previous=None, warning_pct=75, critical_
                "firewall_severity": firewall_severity, "max_chain_ratio": max_chain_ratio, "sizing": sizing}
     try:
         return evaluate(collected, options, previous=previous or None, now=now)
-    except AuditError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("conntrack_audit_evaluate: %s" % exc)
 
 

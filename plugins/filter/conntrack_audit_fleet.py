@@ -70,7 +70,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import AuditError, fleet
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval import fleet
 
 
 def conntrack_audit_fleet(results, missing=None, fail_on="none", warning_pct=75, critical_pct=90, counter_rise=None,
@@ -81,7 +82,7 @@ def conntrack_audit_fleet(results, missing=None, fail_on="none", warning_pct=75,
     try:
         return fleet(list(results) if isinstance(results, (list, tuple)) else results, options,
                      missing=missing, now=now, fail_on=fail_on)
-    except AuditError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("conntrack_audit_fleet: %s" % exc)
 
 

@@ -47,7 +47,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import RENDERERS, RenderError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import RENDERERS
 
 
 def conntrack_report_render(report, format="json"):  # pylint: disable=redefined-builtin
@@ -57,7 +58,7 @@ def conntrack_report_render(report, format="json"):  # pylint: disable=redefined
                                  % (", ".join(sorted(RENDERERS)), format))
     try:
         return RENDERERS[format](report)
-    except RenderError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("conntrack_report_render: %s" % exc)
 
 

@@ -45,14 +45,15 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import RenderError, render_textfile
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._report_render import render_textfile
 
 
 def conntrack_report_textfile(result, prefix="nodeguard_conntrack"):
     """Filter entry point: see DOCUMENTATION."""
     try:
         return render_textfile(result, prefix=prefix)
-    except RenderError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("conntrack_report_textfile: %s" % exc)
 
 

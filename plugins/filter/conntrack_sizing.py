@@ -74,7 +74,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._sizing import SizingError, size
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._sizing import size
 
 
 def conntrack_sizing(spec, memory_mb=None, cpus=None):
@@ -89,7 +90,7 @@ def conntrack_sizing(spec, memory_mb=None, cpus=None):
         merged["cpus"] = cpus
     try:
         return size(merged)
-    except SizingError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("conntrack_sizing: %s" % exc)
 
 

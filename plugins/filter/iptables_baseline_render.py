@@ -41,7 +41,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import FirewallModelError, normalise_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.render import desired_state, render_restore
 
 
@@ -52,7 +53,7 @@ def iptables_baseline_render(model, family="ipv4"):
         raise AnsibleFilterError("iptables_baseline_render: family must be ipv4 or ipv6, got %r" % (family,))
     try:
         normalised = normalise_model(model)
-    except FirewallModelError as exc:
+    except NodeguardError as exc:
         raise AnsibleFilterError("iptables_baseline_render: %s" % exc)
     return render_restore(desired_state(normalised, family))
 

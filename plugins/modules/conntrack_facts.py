@@ -269,6 +269,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError, NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
 
 
@@ -282,24 +283,21 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        subsets = _ct_facts.resolve_subsets(params["gather_subset"])
-    except _ct_facts.FactsInputError as exc:
-        module.fail_json(msg=str(exc))
-    for name in ("events_window", "events_max_records"):
-        if params[name] <= 0:
-            module.fail_json(msg="%s: must be a positive integer, got %d" % (name, params[name]))
 
     def iptables_version(binary):
         rc, out, err = module.run_command([binary, "-V"], environ_update={"LANG": "C", "LC_ALL": "C"})
         return out if rc == 0 else None
 
     try:
+        subsets = _ct_facts.resolve_subsets(params["gather_subset"])
+        for name in ("events_window", "events_max_records"):
+            if params[name] <= 0:
+                raise InputError(name, "must be a positive integer, got %d" % params[name])
         facts, warnings = _ct_facts.gather(subsets, events_window=params["events_window"],
                                            events_max_records=params["events_max_records"],
                                            run_iptables_version=iptables_version)
-    except _ct_facts.FactsError as exc:
-        module.fail_json(msg=str(exc))
+    except NodeguardError as exc:
+        fail_json(module, exc)
     for warning in warnings:
         module.warn(warning)
     module.exit_json(changed=False, ansible_facts={"conntrack": facts})

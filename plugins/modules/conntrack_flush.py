@@ -117,19 +117,11 @@ sample:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError, NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.dump import delete_entries, query
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import CtError, CtFilterError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.options import build_filter, filter_argument_spec
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import CtnetlinkPermissionError, NetlinkError
 
 MAX_SAMPLE = 1000
-
-
-def _fail_io(module, exc):
-    if isinstance(exc, CtnetlinkPermissionError):
-        module.fail_json(msg="cannot flush conntrack entries: %s (run as root / with CAP_NET_ADMIN)" % exc,
-                         errno=exc.errno)
-    module.fail_json(msg="cannot flush conntrack entries: %s" % exc, errno=getattr(exc, "errno", None))
 
 
 def main():
@@ -140,26 +132,21 @@ def main():
         ),
         supports_check_mode=True,
     )
+    sample = module.params["sample"]
     try:
         entry_filter = build_filter(module.params)
-    except CtFilterError as exc:
-        module.fail_json(msg="invalid %s" % exc, field=exc.field)
-    sample = module.params["sample"]
-    if not 0 <= sample <= MAX_SAMPLE:
-        module.fail_json(msg="invalid sample: %d is outside 0-%d" % (sample, MAX_SAMPLE), field="sample")
-    if entry_filter.is_empty() and not module.params["all"]:
-        module.fail_json(msg="refusing to flush without a filter: give at least one of proto, orig_*/reply_* "
-                             "addresses or ports, state, status, mark or zone, or set all=true",
-                         field="all")
-
-    try:
+        if not 0 <= sample <= MAX_SAMPLE:
+            raise InputError("sample", "%d is outside 0-%d" % (sample, MAX_SAMPLE))
+        if entry_filter.is_empty() and not module.params["all"]:
+            raise InputError("all", "refusing to flush without a filter: give at least one of proto, orig_*/reply_* "
+                                    "addresses or ports, state, status, mark or zone, or set all=true")
         scan, _info = query(entry_filter, limit=sample, collect_delete_keys=not module.check_mode,
                             use_kernel_filter=module.params["kernel_filter"])
         deleted = vanished = 0
         if not module.check_mode and scan.delete_keys:
             deleted, vanished = delete_entries(scan.delete_keys)
-    except (NetlinkError, CtError) as exc:
-        _fail_io(module, exc)
+    except NodeguardError as exc:
+        fail_json(module, exc, action="flush conntrack entries")
 
     matched = scan.matched
     result = dict(

@@ -216,15 +216,10 @@ entries:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.dump import query
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import (
-    FAMILY_NAMES,
-    CtError,
-    CtFilterError,
-    validate_query,
-)
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import FAMILY_NAMES, validate_query
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.options import build_filter, filter_argument_spec
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import CtnetlinkPermissionError, NetlinkError
 
 MAX_LIMIT = 10000
 
@@ -242,19 +237,10 @@ def main():
         entry_filter = build_filter(module.params)
         group_by, top, limit = validate_query(module.params["group_by"], module.params["top"],
                                               module.params["limit"], MAX_LIMIT)
-    except CtFilterError as exc:
-        module.fail_json(msg="invalid %s" % exc, field=exc.field)
-
-    try:
         scan, info = query(entry_filter, group_by=group_by, limit=limit,
                            use_kernel_filter=module.params["kernel_filter"])
-    except CtnetlinkPermissionError as exc:
-        module.fail_json(msg="cannot read conntrack entries: %s (run as root / with CAP_NET_ADMIN)" % exc,
-                         errno=exc.errno)
-    except NetlinkError as exc:
-        module.fail_json(msg="cannot read conntrack entries: %s" % exc, errno=exc.errno)
-    except CtError as exc:
-        module.fail_json(msg="cannot read conntrack entries: %s" % exc)
+    except NodeguardError as exc:
+        fail_json(module, exc, action="read conntrack entries")
 
     result = dict(
         changed=False,

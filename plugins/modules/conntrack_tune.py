@@ -198,6 +198,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import proc_path
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common import host_files as _host_files
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune as _tune
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune_host as _tune_host
 
@@ -262,8 +263,8 @@ def main():
     module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
     try:
         desired, policy, paths = _validate(module.params)
-    except _tune.TuneError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
+    except NodeguardError as exc:
+        fail_json(module, exc)
 
     env = _tune_host.read_environment(list(desired))
     module_name = _tune.module_name(env["kernel_release"])

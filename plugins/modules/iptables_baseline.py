@@ -489,6 +489,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json, host_io
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import model as fw_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as fw_render
@@ -663,13 +664,10 @@ def run_module(module, environ):
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        result = run_module(module, os.environ)
-    except fw_model.FirewallModelError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
-    except fw_apply.FirewallError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="host I/O failed: %s" % exc)
+        with host_io("host I/O"):
+            result = run_module(module, os.environ)
+    except NodeguardError as exc:
+        fail_json(module, exc)
     module.exit_json(**result)
 
 

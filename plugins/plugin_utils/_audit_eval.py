@@ -24,6 +24,7 @@ __metaclass__ = type
 import math
 import time
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing as sizing
 
 SCHEMA_VERSION = "1.0"
@@ -57,12 +58,8 @@ COUNTER_MEANING = {
 }
 
 
-class AuditError(ValueError):
+class AuditError(InputError):
     """Bad audit input. ``field`` names the offending input."""
-
-    def __init__(self, field, message):
-        super(AuditError, self).__init__("%s: %s" % (field, message))
-        self.field = field
 
 
 def level_rank(level):
@@ -242,7 +239,7 @@ def _sizing_check(spec, usage, environment):
     try:
         planned = sizing.size(spec)
     except sizing.SizingError as exc:
-        raise AuditError("sizing.%s" % exc.field, str(exc).split(": ", 1)[-1])
+        raise AuditError("sizing.%s" % exc.field, exc.reason)
     headroom = float(spec.get("headroom", sizing.DEFAULT_HEADROOM))
     demand = planned["demand"]
     needed = int(math.ceil(demand * headroom))

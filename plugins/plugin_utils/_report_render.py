@@ -17,19 +17,21 @@ import html
 import json
 import re
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
+
 LEVEL_COLOURS = {"ok": "#2e7d32", "warning": "#ef8f00", "critical": "#c62828", "info": "#546e7a"}
 LEVEL_VALUES = {"ok": 0, "warning": 1, "critical": 2}
 WATCHED = ("drop", "insert_failed", "early_drop", "chaintoolong", "clash_resolve", "invalid", "search_restart", "error",
            "found", "insert")
 
 
-class RenderError(ValueError):
-    pass
+class RenderError(InputError):
+    """Input a renderer cannot use (not a fleet/host result, a bad prefix)."""
 
 
 def _check(report):
     if not isinstance(report, dict) or "schema_version" not in report or not isinstance(report.get("hosts"), list):
-        raise RenderError("input is not a fleet report built by conntrack_audit_fleet")
+        raise RenderError(None, "input is not a fleet report built by conntrack_audit_fleet")
 
 
 def _num(value, digits=None):
@@ -386,9 +388,9 @@ def _label(value):
 def render_textfile(result, prefix="nodeguard_conntrack"):
     """node_exporter textfile collector format: the metrics node_exporter's conntrack collector does not have."""
     if not isinstance(result, dict) or "status" not in result or "host" not in result:
-        raise RenderError("input is not a host result of conntrack_audit_evaluate")
+        raise RenderError(None, "input is not a host result of conntrack_audit_evaluate")
     if not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", prefix):
-        raise RenderError("prefix %r is not a valid Prometheus metric name prefix" % (prefix,))
+        raise RenderError(None, "prefix %r is not a valid Prometheus metric name prefix" % (prefix,))
     out = []
 
     def family(name, kind, help_text, samples):

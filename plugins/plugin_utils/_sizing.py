@@ -22,6 +22,7 @@ __metaclass__ = type
 
 import math
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import (
     KERNEL_DEFAULT_TIMEOUTS,
     KNOBS,
@@ -80,12 +81,8 @@ INPUT_FIELDS = (
 )
 
 
-class SizingError(ValueError):
+class SizingError(InputError):
     """Bad sizing input. ``field`` names the offending input."""
-
-    def __init__(self, field, message):
-        super(SizingError, self).__init__("%s: %s" % (field, message))
-        self.field = field
 
 
 def _is_number(value):
@@ -131,7 +128,7 @@ def _knob_map(spec, field, timeouts_only):
         try:
             short = short_name(name)
         except UnknownKnobError as exc:
-            raise SizingError("%s.%s" % (field, name), str(exc))
+            raise SizingError("%s.%s" % (field, name), exc.reason)
         scope, kind = KNOBS[short]
         if scope == SCOPE_READONLY:
             raise SizingError("%s.%s" % (field, name), "is read-only in the kernel and cannot be set")

@@ -18,6 +18,8 @@ import errno as _errno
 import ipaddress
 import struct
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError, KernelError, NodeguardError, ParseError
+
 AF_INET = 2
 AF_INET6 = 10
 FAMILY_NAMES = {AF_INET: "ipv4", AF_INET6: "ipv6"}
@@ -111,29 +113,24 @@ _V4_PORT_TUPLE_HDRS = tuple(struct.pack("=HH", length, kind) for length, kind in
     (5, CTA_PROTO_NUM), (6, CTA_PROTO_SRC_PORT), (6, CTA_PROTO_DST_PORT)))
 
 
-class CtError(Exception):
+class CtError(NodeguardError):
     """Base class of the errors this module raises."""
 
 
-class CtDecodeError(CtError):
+class CtDecodeError(ParseError, CtError):
     """Bytes from the kernel (or a recording) that are not a well-formed ctnetlink entry dump."""
 
 
-class CtFilterError(CtError):
+class CtFilterError(InputError, CtError):
     """A filter, group_by or limit option with a bad value; ``field`` names the option."""
 
-    def __init__(self, field, message):
-        self.field = field
-        super(CtFilterError, self).__init__("%s: %s" % (field, message))
 
-
-class CtKernelError(CtError):
+class CtKernelError(KernelError, CtError):
     """The kernel answered a request with an error; ``errno`` is positive."""
 
     def __init__(self, errno, message=None):
-        self.errno = errno
         super(CtKernelError, self).__init__(message or "kernel error %d (%s)" % (
-            errno, _errno.errorcode.get(errno, "?")))
+            errno, _errno.errorcode.get(errno, "?")), errno=errno)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import os
 import re
 import time
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
+
 KMSG_PATH = "/dev/kmsg"
 # the kernel truncates a record at about 1 KiB; a read buffer of 8 KiB always holds one record
 _READ_SIZE = 8192
@@ -25,7 +27,7 @@ _TABLE_FULL_RE = re.compile(r"nf_conntrack: table full(?: in netns (\d+))?, drop
 _EXPECT_FULL_RE = re.compile(r"nf_conntrack: expectation table full")
 
 
-class KmsgParseError(ValueError):
+class KmsgParseError(ParseError):
     """A /dev/kmsg record that does not have the ``prio,seq,usec,flags;message`` shape."""
 
 

@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import netlink as _netlink
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs as _ct_procfs
@@ -30,12 +31,8 @@ SETTING_KNOBS = tuple(sorted(name for name, (scope, kind) in _knobs.KNOBS.items(
                              if scope == _knobs.SCOPE_NETNS and kind != "timeout"))
 
 
-class FactsInputError(ValueError):
-    """A module option with a value the backend cannot use (the message names the option)."""
-
-
-# what gather() may raise: the kernel answered in a shape the parsers do not know
-FactsError = (_ct_procfs.ProcfsParseError, _netlink.NetlinkError)
+class FactsInputError(InputError):
+    """A module option with a value the backend cannot use; ``field`` names the option."""
 
 
 def resolve_subsets(requested):
@@ -50,7 +47,7 @@ def resolve_subsets(requested):
     only_negations = True
     for raw in requested:
         if not isinstance(raw, str):
-            raise FactsInputError("gather_subset: %r is not a string" % (raw,))
+            raise FactsInputError("gather_subset", "%r is not a string" % (raw,))
         item = raw.strip()
         negate = item.startswith("!")
         name = item[1:] if negate else item
@@ -61,7 +58,7 @@ def resolve_subsets(requested):
         elif name in SUBSETS:
             expanded = {name}
         else:
-            raise FactsInputError("gather_subset: unknown subset %r (valid: all, min, %s, each optionally "
+            raise FactsInputError("gather_subset", "unknown subset %r (valid: all, min, %s, each optionally "
                                   "negated with '!')" % (raw, ", ".join(SUBSETS)))
         if negate:
             negated.add(name)

@@ -18,6 +18,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
+
 SYSCTL_PREFIX = "net.netfilter.nf_conntrack_"
 PROC_SYS_DIR = "/proc/sys/net/netfilter"
 HASHSIZE_PATH = "/sys/module/nf_conntrack/parameters/hashsize"
@@ -93,8 +95,11 @@ KERNEL_DEFAULT_TIMEOUTS = {
 _SHORT_RE = re.compile(r"^[a-z0-9_]+$")
 
 
-class UnknownKnobError(ValueError):
-    """A knob name that is not on the allow-list (or tries to escape it)."""
+class UnknownKnobError(InputError):
+    """A knob name that is not on the allow-list (or tries to escape it); the caller names the field."""
+
+    def __init__(self, message):
+        super(UnknownKnobError, self).__init__(None, message)
 
 
 def short_name(name):

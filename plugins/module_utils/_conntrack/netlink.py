@@ -39,6 +39,8 @@ import os
 import socket
 import struct
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import KernelError, ParseError
+
 NETLINK_NETFILTER = 12
 
 NLM_F_REQUEST = 0x01
@@ -128,11 +130,10 @@ _PERMISSION_ERRNOS = (_errno.EPERM, _errno.EACCES)
 _UNAVAILABLE_ERRNOS = (_errno.EPROTONOSUPPORT, _errno.EAFNOSUPPORT, _errno.EOPNOTSUPP)
 
 
-class NetlinkError(Exception):
+class NetlinkError(KernelError):
     """A netlink request failed. ``errno`` is the positive errno (or None), ``operation`` what was asked."""
 
     def __init__(self, errno=None, operation=None, message=None):
-        self.errno = errno
         self.operation = operation
         if message is None:
             if errno is not None:
@@ -141,7 +142,7 @@ class NetlinkError(Exception):
                 message = "netlink error"
         self.message = message
         text = "ctnetlink %s failed: %s" % (operation, message) if operation else message
-        super(NetlinkError, self).__init__(text)
+        super(NetlinkError, self).__init__(text, errno=errno)
 
 
 class CtnetlinkPermissionError(NetlinkError):
@@ -156,7 +157,7 @@ class CtnetlinkNotFoundError(NetlinkError):
     """ENOENT: the object asked for (e.g. one entry) does not exist."""
 
 
-class NetlinkParseError(NetlinkError):
+class NetlinkParseError(NetlinkError, ParseError):
     """Bytes that are not a well-formed netlink message or attribute stream."""
 
     def __init__(self, message, operation=None):

@@ -16,6 +16,7 @@ import errno
 import os
 import re
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 
 STAT_PATH = "/proc/net/stat/nf_conntrack"
@@ -34,7 +35,7 @@ _HEX_RE = re.compile(r"^[0-9a-fA-F]{1,16}$")
 _INT_RE = re.compile(r"^-?[0-9]{1,20}$")
 
 
-class ProcfsParseError(ValueError):
+class ProcfsParseError(ParseError):
     """Text from /proc or /sys that is not in the format the kernel writes."""
 
 

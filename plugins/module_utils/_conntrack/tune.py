@@ -13,6 +13,7 @@ __metaclass__ = type
 import os
 import re
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import (
     KNOBS,
     SCOPE_HOST,
@@ -47,12 +48,8 @@ STATUS_UNCHANGED = "unchanged"
 STATUS_SKIPPED = "skipped"
 
 
-class TuneError(ValueError):
+class TuneError(InputError):
     """Bad conntrack_tune input. ``field`` names the offending option."""
-
-    def __init__(self, field, message):
-        super(TuneError, self).__init__("%s: %s" % (field, message))
-        self.field = field
 
 
 def normalize_knobs(knobs):
@@ -67,7 +64,7 @@ def normalize_knobs(knobs):
         try:
             short = short_name(name)
         except UnknownKnobError as exc:
-            raise TuneError(field, str(exc))
+            raise TuneError(field, exc.reason)
         scope, kind = KNOBS[short]
         if scope == SCOPE_READONLY:
             raise TuneError(field, "is read-only in the kernel and cannot be set")

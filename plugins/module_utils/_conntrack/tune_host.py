@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import HASHSIZE_PATH, proc_path
 
 SYSTEMD_SYSCTL_CANDIDATES = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
@@ -21,7 +22,7 @@ SYSCTL_CANDIDATES = ("/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl")
 READONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-class ReadOnlyKnob(Exception):
+class ReadOnlyKnob(HostError):
     """The kernel refused a write for permission reasons (read-only here)."""
 
 

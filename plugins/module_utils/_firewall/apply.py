@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
@@ -29,12 +30,8 @@ TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 C_ENV = {"LANG": "C", "LC_ALL": "C"}
 
 
-class FirewallError(Exception):
+class FirewallError(HostError):
     """A failure the module reports with fail_json; ``details`` go into the result."""
-
-    def __init__(self, message, **details):
-        super(FirewallError, self).__init__(message)
-        self.details = details
 
 
 class Host(object):

@@ -15,6 +15,8 @@ __metaclass__ = type
 import ipaddress
 import re
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
+
 FAMILIES = ("ipv4", "ipv6")
 PROTOS = ("tcp", "udp", "sctp", "udplite")
 FINAL_ACTIONS = ("return", "drop", "reject")
@@ -33,12 +35,8 @@ _LOG_PREFIX_RE = re.compile(r"^[A-Za-z0-9 _.:=-]{1,29}$")
 MULTIPORT_MAX = 15
 
 
-class FirewallModelError(ValueError):
+class FirewallModelError(InputError):
     """Invalid model; the message starts with the dotted path of the offending field."""
-
-    def __init__(self, field, message):
-        super(FirewallModelError, self).__init__("%s: %s" % (field, message))
-        self.field = field
 
 
 def _as_list(value, field):

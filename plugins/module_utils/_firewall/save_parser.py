@@ -20,6 +20,8 @@ __metaclass__ = type
 import re
 import shlex
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
+
 BUILTIN_CHAINS = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
     "raw": ("PREROUTING", "OUTPUT"),
@@ -30,7 +32,7 @@ BUILTIN_CHAINS = {
 _COUNTERS_RE = re.compile(r"^\[\d+:\d+\]\s+")
 
 
-class SaveParseError(ValueError):
+class SaveParseError(ParseError):
     """iptables-save output that does not look like iptables-save output."""
 
 
