@@ -20,7 +20,7 @@ SCENARIO ?=
 # every scenario directory under extensions/molecule (except the shared resources)
 SCENARIOS := $(if $(SCENARIO),$(SCENARIO),$(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
 
-.PHONY: py-env help bootstrap demo test lint sanity unit integration molecule build galaxy-check bench lab-up lab-down clean
+.PHONY: py-env sys-env help bootstrap demo test lint sanity unit integration molecule build galaxy-check bench lab-up lab-down clean
 
 help:
 	@echo "make demo         bring up a podman lab, run the collection against it, print what it found"
@@ -31,11 +31,16 @@ help:
 bootstrap:
 	@scripts/bootstrap.sh all
 
+# the Python side (venv, collections): no root needed once the venv exists
 $(BUILD)/.bootstrapped-py: requirements/dev.txt scripts/bootstrap.sh
-	@scripts/bootstrap.sh apt venv collections containers-conf
+	@scripts/bootstrap.sh venv collections
 	@touch $@
 
 py-env: $(BUILD)/.bootstrapped-py
+
+# the system side (apt packages: root only when one is missing; containers.conf for this host)
+sys-env: py-env
+	@scripts/bootstrap.sh apt containers-conf
 
 demo: bootstrap
 	@scripts/demo.sh
@@ -51,7 +56,7 @@ lint: py-env
 	antsibull-changelog lint
 	python scripts/check-changelog.py
 
-sanity: py-env
+sanity: sys-env
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	@git ls-files -co --exclude-standard -z | rsync -a --from0 --files-from=- ./ $(SANITY_ROOT)/
 	@# ansible-test lists files through git: give the copy its own repository
@@ -70,7 +75,7 @@ galaxy-check: build
 unit: py-env
 	$(PYTEST) tests/unit -q
 
-integration: py-env
+integration: sys-env
 	$(PYTEST) tests/kernel -q -rfE --durations=10
 
 molecule: bootstrap
