@@ -193,7 +193,9 @@ ansible_facts:
               type: int
               sample: 8
             conntrack:
-              description: V(builtin), V(module) (loaded) or V(absent) (not in the running kernel now).
+              description: >-
+                V(builtin), V(module) (loaded), V(loadable) (a module on disk, not loaded) or V(absent)
+                (neither in the running kernel nor in its module list). Same answer as M(nodeguard.conntrack.conntrack_tune).
               type: str
             init_netns:
               description: Whether this is the initial network namespace; V(null) when it cannot be determined.

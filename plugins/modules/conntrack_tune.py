@@ -195,7 +195,7 @@ environment:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import proc_path
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import HASHSIZE_PATH, proc_path
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common import host_files as _host_files
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
@@ -283,10 +283,10 @@ def main():
     modes_before = {}
     for role, path in paths.items():
         try:
-            files_before[role] = _tune_host.read_file(path)
+            files_before[role] = _host_files.read_if_exists(path)
         except (IOError, OSError) as exc:
             module.fail_json(msg="cannot read %s: %s" % (path, exc), field=PATH_OPTIONS[role])
-        modes_before[role] = _tune_host.file_mode(path)
+        modes_before[role] = _host_files.file_mode(path)
     result_plan = _tune.plan(env, desired, policy, files_before, paths, modes_before)
     if result_plan["errors"]:
         module.fail_json(msg="readonly_policy=fail: %s" % "; ".join(result_plan["errors"]),
@@ -315,7 +315,7 @@ def main():
             except (IOError, OSError) as exc:
                 module.fail_json(msg="writing %s=%d failed: %s" % (item["key"], item["write"], exc),
                                  knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-            read = _tune_host.read_int(proc_path(item["name"]))
+            read = _host_files.read_int(proc_path(item["name"]))
             if not _tune.value_taken(item["name"], item["write"], read):
                 module.fail_json(msg="the kernel did not take %s=%d (reads back %s)" % (item["key"], item["write"], read),
                                  knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
@@ -326,7 +326,7 @@ def main():
                 if item["action"] == "write":
                     _host_files.write_file_atomic(item["path"], item["after"], policy["mode"])
                 elif item["action"] == "remove":
-                    _tune_host.remove_file(item["path"])
+                    _host_files.remove_if_exists(item["path"])
             except (IOError, OSError) as exc:
                 module.fail_json(msg="cannot %s %s: %s" % (item["action"], item["path"], exc), field=PATH_OPTIONS[role],
                                  knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
@@ -345,7 +345,7 @@ def main():
             module_name=module_name,
             module_loaded_now=loaded_module,
             hashsize_before=hashsize_before,
-            hashsize_after=hashsize_before if module.check_mode else _tune_host.read_int(_tune_host.HASHSIZE_PATH),
+            hashsize_after=hashsize_before if module.check_mode else _host_files.read_int(HASHSIZE_PATH),
         ),
     )
     if module._diff:

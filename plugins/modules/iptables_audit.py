@@ -145,11 +145,10 @@ context:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as fw_audit
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as fw_save
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
 
-TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
 RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
 
@@ -166,36 +165,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    context = {}
-    if params["multi_homed"] is None:
-        interfaces = fw_audit.route_interfaces(read_or_none("/proc/net/route"), read_or_none("/proc/net/ipv6_route"))
-        context["multi_homed"] = len(interfaces) > 1
-        context["route_interfaces"] = interfaces
-    else:
-        context["multi_homed"] = params["multi_homed"]
-    if params["tcp_be_liberal"] is None:
-        context["tcp_be_liberal"] = (read_or_none("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
-    else:
-        context["tcp_be_liberal"] = params["tcp_be_liberal"]
-
-    rulesets, sources, skipped = [], [], []
-    for family in params["families"]:
-        for backend in params["backends"]:
-            name = "%s-%s-save" % (TOOLS[family], backend)
-            path = module.get_bin_path(name, required=False)
-            if not path:
-                skipped.append("%s/%s: %s not found" % (family, backend, name))
-                continue
-            rc, out, err = module.run_command([path], environ_update={"LANG": "C", "LC_ALL": "C"})
-            if rc != 0:
-                skipped.append("%s/%s: %s failed (rc=%d): %s" % (family, backend, name, rc, err.strip()))
-                continue
-            try:
-                ruleset = fw_save.parse_save(out)
-            except fw_save.SaveParseError as exc:
-                module.fail_json(msg="cannot parse %s output: %s" % (name, exc))
-            sources.append(path)
-            rulesets.append({"family": family, "backend": backend, "ruleset": ruleset})
+    try:
+        host = fw_apply.Host(module)
+        context = host.audit_context(params["multi_homed"], params["tcp_be_liberal"])
+        rulesets, sources, skipped = host.read_rulesets(params["families"], params["backends"])
+    except NodeguardError as exc:
+        fail_json(module, exc)
 
     findings = fw_audit.audit(rulesets, context)
     result = dict(changed=False, findings=findings, summary=fw_audit.summary(findings), sources=sources,

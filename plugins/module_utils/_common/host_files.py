@@ -12,17 +12,62 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
+import stat
 import tempfile
+
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+def read_text(path, mode="r"):
+    """The file's content; errors propagate."""
+    with open(path, mode) as handle:
+        return handle.read()
 
 
 def read_or_none(path, mode="r"):
     """The file's content, or None when it is absent or cannot be read (optional evidence, not an error)."""
     try:
-        with open(path, mode) as handle:
-            return handle.read()
+        return read_text(path, mode)
     except (IOError, OSError):
         return None
+
+
+def read_if_exists(path):
+    """The file's content, or None when it does not exist; any other error propagates (a file we manage)."""
+    try:
+        return read_text(path)
+    except (IOError, OSError) as exc:
+        if exc.errno in _MISSING:
+            return None
+        raise
+
+
+def read_int(path):
+    """The first integer in a /proc or /sys file, or None when absent, unreadable or not an integer."""
+    text = read_or_none(path)
+    try:
+        return int(text.split()[0])
+    except (AttributeError, ValueError, IndexError):
+        return None
+
+
+def file_mode(path):
+    """Permission bits of ``path``, or None when it does not exist."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except (IOError, OSError):
+        return None
+
+
+def remove_if_exists(path):
+    """Unlink ``path``; a missing file is fine, any other error propagates."""
+    try:
+        os.unlink(path)
+    except (IOError, OSError) as exc:
+        if exc.errno not in _MISSING:
+            raise
 
 
 def write_file_atomic(path, content, mode, owner_uid=0, group_gid=0):

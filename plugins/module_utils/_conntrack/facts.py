@@ -27,6 +27,10 @@ SUBSETS = ("limits", "timeouts", "settings", "counters", "environment", "events"
 MIN_SUBSETS = ("limits",)
 DEFAULT_GATHER_SUBSET = ["all", "!events"]
 LIMIT_KNOBS = ("max", "count", "buckets", "expect_max")
+# the keys of the host probe conntrack_facts documents and returns (the probe also answers live/writable knobs)
+ENVIRONMENT_KEYS = ("kernel_release", "conntrack", "init_netns", "init_netns_reason", "netns_inode", "container",
+                    "container_evidence", "writable_knobs", "readonly_knobs", "iptables_backend",
+                    "iptables_legacy_tables", "memtotal_mb", "cpus")
 SETTING_KNOBS = tuple(sorted(name for name, (scope, kind) in _knobs.KNOBS.items()
                              if scope == _knobs.SCOPE_NETNS and kind != "timeout"))
 
@@ -167,7 +171,7 @@ def gather(subsets, events_window=3600, events_max_records=50000, events_max_byt
         environment = _ct_environment.probe(present, run_iptables_version=run_iptables_version
                                             if "environment" in subsets else None)
         if "environment" in subsets:
-            facts["environment"] = environment
+            facts["environment"] = dict((key, environment[key]) for key in ENVIRONMENT_KEYS)
     if not facts["available"]:
         notes.append("connection tracking is not loaded in this kernel (nf_conntrack absent)")
     if "limits" in subsets:

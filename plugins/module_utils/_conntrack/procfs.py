@@ -17,6 +17,7 @@ import os
 import re
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_text
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 
 STAT_PATH = "/proc/net/stat/nf_conntrack"
@@ -106,11 +107,6 @@ def parse_sysctl_int(text, name="value"):
 
 
 # ---- adapters: the only functions here that touch the host ----
-
-def read_text(path):
-    with open(path, "r") as handle:
-        return handle.read()
-
 
 def read_stat_table(path=None):
     """Parsed /proc/net/stat/nf_conntrack, or None when this kernel has no such file."""

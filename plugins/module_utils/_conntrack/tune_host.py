@@ -12,10 +12,11 @@ __metaclass__ = type
 
 import errno
 import os
-import stat
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import HASHSIZE_PATH, proc_path
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs as _procfs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment as _environment
 
 SYSTEMD_SYSCTL_CANDIDATES = ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
 SYSCTL_CANDIDATES = ("/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl")
@@ -26,18 +27,6 @@ class ReadOnlyKnob(HostError):
     """The kernel refused a write for permission reasons (read-only here)."""
 
 
-def read_int(path):
-    try:
-        with open(path) as handle:
-            text = handle.read().strip()
-    except (IOError, OSError):
-        return None
-    try:
-        return int(text.split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
 def _first_existing(candidates):
     for path in candidates:
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -45,60 +34,27 @@ def _first_existing(candidates):
     return None
 
 
-def conntrack_presence(release):
-    """builtin / module (loaded) / loadable (on disk, not loaded) / absent."""
-    if os.path.isdir("/sys/module/nf_conntrack"):
-        # a loaded module has initstate; a built-in one only shows its parameters
-        if os.path.exists("/sys/module/nf_conntrack/initstate"):
-            return "module"
-        return "builtin"
-    base = os.path.join("/lib/modules", release)
-    for name, kind in (("modules.builtin", "builtin"), ("modules.dep", "loadable")):
-        try:
-            with open(os.path.join(base, name)) as handle:
-                for line in handle:
-                    if "/nf_conntrack.ko" in line.split(":", 1)[0]:
-                        return kind
-        except (IOError, OSError):
-            continue
-    return "absent"
-
-
 def read_environment(shorts):
-    release = os.uname()[2]
-    live = {}
-    writable = {}
-    for short in shorts:
-        path = proc_path(short)
-        live[short] = read_int(path)
-        writable[short] = live[short] is not None and os.access(path, os.W_OK)
-    init_netns = None
-    max_path = proc_path("max")
-    if os.path.exists(max_path):
-        # the kernel makes nf_conntrack_max 0444 in every netns but the initial one
-        init_netns = bool(os.stat(max_path).st_mode & stat.S_IWUSR)
-    hashsize_writable = init_netns is True and os.path.exists(HASHSIZE_PATH) and os.access(HASHSIZE_PATH, os.W_OK)
-    if "buckets" in shorts and live.get("buckets") is not None and not writable["buckets"] and hashsize_writable:
-        # kernels before the buckets sysctl became writable: resize through the module parameter
+    """The host probe's answer (``_host.environment.probe``) plus what conntrack_tune needs beside it.
+
+    ``writable["buckets"]`` is also True where the buckets sysctl is read-only but the hashsize parameter can be
+    written (kernels before buckets became writable): ``write_knob`` resizes through the parameter there.
+    """
+    env = _environment.probe(_procfs.present_knobs(), knobs=list(shorts))
+    writable = env["writable"]
+    if "buckets" in writable and env["live"]["buckets"] is not None and not writable["buckets"] \
+            and env["hashsize_writable"]:
         writable["buckets"] = True
-    return {
-        "kernel_release": release,
-        "conntrack": conntrack_presence(release),
-        "init_netns": init_netns,
-        "live": live,
-        "writable": writable,
-        "hashsize": read_int(HASHSIZE_PATH),
-        "hashsize_writable": hashsize_writable,
-        "systemd_sysctl": _first_existing(SYSTEMD_SYSCTL_CANDIDATES),
-        "sysctl_bin": _first_existing(SYSCTL_CANDIDATES),
-    }
+    env["systemd_sysctl"] = _first_existing(SYSTEMD_SYSCTL_CANDIDATES)
+    env["sysctl_bin"] = _first_existing(SYSCTL_CANDIDATES)
+    return env
 
 
 def write_knob(short, value):
     """Write one knob; buckets falls back to the hashsize parameter when its sysctl is read-only."""
-    path = proc_path(short)
-    if short == "buckets" and not os.access(path, os.W_OK) and os.access(HASHSIZE_PATH, os.W_OK):
-        path = HASHSIZE_PATH
+    path = _knobs.proc_path(short)
+    if short == "buckets" and not os.access(path, os.W_OK) and os.access(_knobs.HASHSIZE_PATH, os.W_OK):
+        path = _knobs.HASHSIZE_PATH
     try:
         with open(path, "w") as handle:
             handle.write("%d" % value)
@@ -106,28 +62,3 @@ def write_knob(short, value):
         if exc.errno in READONLY_ERRNOS:
             raise ReadOnlyKnob("%s: %s" % (path, exc.strerror))
         raise
-
-
-def read_file(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-
-
-def file_mode(path):
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except (IOError, OSError):
-        return None
-
-
-def remove_file(path):
-    try:
-        os.unlink(path)
-    except (IOError, OSError) as exc:
-        if exc.errno != errno.ENOENT:
-            raise

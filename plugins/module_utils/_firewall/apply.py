@@ -20,6 +20,8 @@ import tempfile
 import time
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
@@ -28,6 +30,7 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall impo
 
 TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 C_ENV = {"LANG": "C", "LC_ALL": "C"}
+ROUTE_PATHS = ("/proc/net/route", "/proc/net/ipv6_route")
 
 
 class FirewallError(HostError):
@@ -170,13 +173,49 @@ class Host(object):
                                 % (resolved["other"], family, tools["save"]))
         return warnings
 
-    # -- rollback timer -------------------------------------------------------------------------------------------
-    def _same_netns_as_init(self):
-        try:
-            return os.readlink("/proc/self/ns/net") == os.readlink("/proc/1/ns/net")
-        except OSError:
-            return False
+    # -- audit: read what is there --------------------------------------------------------------------------------
+    def read_rulesets(self, families, backends):
+        """Every (family, backend) rule set this host can save: ``(rulesets, sources, skipped)``.
 
+        ``rulesets`` are ``{"family", "backend", "ruleset"}``; a missing or failing ``*-save`` tool is skipped with
+        the reason, output that does not parse is an error.
+        """
+        rulesets, sources, skipped = [], [], []
+        for family in families:
+            for backend in backends:
+                name = "%s-%s-save" % (TOOLS[family], backend)
+                path = self.which(name)
+                if not path:
+                    skipped.append("%s/%s: %s not found" % (family, backend, name))
+                    continue
+                rc, out, err = self.run([path])
+                if rc != 0:
+                    skipped.append("%s/%s: %s failed (rc=%d): %s" % (family, backend, name, rc, err.strip()))
+                    continue
+                try:
+                    ruleset = save.parse_save(out)
+                except save.SaveParseError as exc:
+                    raise FirewallError("cannot parse %s output: %s" % (name, exc))
+                sources.append(path)
+                rulesets.append({"family": family, "backend": backend, "ruleset": ruleset})
+        return rulesets, sources, skipped
+
+    def audit_context(self, multi_homed=None, tcp_be_liberal=None):
+        """What the audit needs to know about the host; a value given by the caller wins over the host's."""
+        context = {}
+        if multi_homed is None:
+            interfaces = audit.route_interfaces(*(read_or_none(path) for path in ROUTE_PATHS))
+            context["multi_homed"] = len(interfaces) > 1
+            context["route_interfaces"] = interfaces
+        else:
+            context["multi_homed"] = multi_homed
+        if tcp_be_liberal is None:
+            context["tcp_be_liberal"] = procfs.read_knobs(["tcp_be_liberal"]).get("tcp_be_liberal", 0) == 1
+        else:
+            context["tcp_be_liberal"] = tcp_be_liberal
+        return context
+
+    # -- rollback timer -------------------------------------------------------------------------------------------
     def _systemd_pid1(self):
         return os.path.isdir("/run/systemd/system") and read_or_none("/proc/1/comm") in ("systemd\n", "systemd")
 
@@ -202,7 +241,7 @@ class Host(object):
             shlex.quote(os.path.join(folder, "rc")))
         if method == "auto":
             method = "systemd" if (self.which("systemd-run") and self._systemd_pid1()
-                                   and self._same_netns_as_init()) else "fork"
+                                   and environment.same_netns_as_pid1()) else "fork"
         if method == "systemd":
             unit = "nodeguard-conntrack-rollback-" + token
             rc, _out, err = self.run([self.which("systemd-run"), "--unit", unit, "--on-active=%ds" % timeout,

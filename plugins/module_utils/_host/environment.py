@@ -1,8 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Where conntrack runs here: kernel, built-in/module/absent, init netns, container, writable knobs, iptables
-backend (private to the collection).
+"""The one host probe: kernel, conntrack built-in/module/loadable/absent, init netns (with the reason), container,
+live and writable knobs, hashsize and its writability, iptables backend (private to the collection).
+
+conntrack_facts, conntrack_tune (through ``_conntrack/tune_host``) and the firewall host layer all ask this
+module, so they give the same answers on the same host.
 
 The ``classify_*``/``detect_*`` functions are pure (observations in, answer out). ``probe()`` is the adapter that
 collects the observations from /proc, /sys and the file system; it never runs a process unless a caller passes
@@ -18,9 +21,10 @@ import re
 import stat
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_int, read_or_none
 
 SYS_MODULE_DIR = "/sys/module/nf_conntrack"
+MODULES_DIRS = ("/lib/modules", "/usr/lib/modules")
 NETNS_SELF = "/proc/self/ns/net"
 NETNS_PID1 = "/proc/1/ns/net"
 # proc_alloc_inum() hands out namespace inodes from PROC_DYNAMIC_FIRST upwards; anything below is one of the
@@ -32,6 +36,8 @@ IPTABLES_ALTERNATIVES = ("/etc/alternatives/iptables",)
 LEGACY_TABLE_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
 
 _NETNS_LINK_RE = re.compile(r"^net:\[(\d+)\]$")
+_BUILTIN_RE = re.compile(r"/nf_conntrack\.ko(\.\w+)?$", re.M)
+_MODULES_DEP_RE = re.compile(r"^\S*/nf_conntrack\.ko(\.\w+)?:", re.M)
 _CGROUP_HINTS = (
     ("kubepods", "kubernetes"),
     ("libpod", "podman"),
@@ -43,12 +49,13 @@ _CGROUP_HINTS = (
 )
 
 
-def classify_conntrack(sys_module_dir_exists, has_initstate, listed_builtin, sysctls_present):
-    """``module`` (loadable module, loaded), ``builtin`` or ``absent`` (not in the running kernel now).
+def classify_conntrack(sys_module_dir_exists, has_initstate, listed_builtin, sysctls_present, listed_loadable=False):
+    """``module`` (module, loaded), ``builtin``, ``loadable`` (module on disk, not loaded) or ``absent``.
 
     A loaded module has /sys/module/nf_conntrack/initstate; a built-in has the directory (it has parameters)
     but no initstate, and is listed in modules.builtin. When /sys is hidden (some containers) the sysctls
-    still prove conntrack is there; modules.builtin then decides, else it is reported as a module.
+    still prove conntrack is there; modules.builtin then decides, else it is reported as a module. Not in the
+    running kernel but listed in modules.dep: ``loadable``.
     """
     if sys_module_dir_exists:
         return "module" if has_initstate else "builtin"
@@ -56,6 +63,8 @@ def classify_conntrack(sys_module_dir_exists, has_initstate, listed_builtin, sys
         return "builtin"
     if sysctls_present:
         return "module"
+    if listed_loadable:
+        return "loadable"
     return "absent"
 
 
@@ -167,10 +176,43 @@ def _readlink(path):
         return None
 
 
-def _modules_builtin_lists_conntrack(release):
-    text = read_or_none("/lib/modules/%s/modules.builtin" % release) or \
-        read_or_none("/usr/lib/modules/%s/modules.builtin" % release)
-    return bool(text) and bool(re.search(r"/nf_conntrack\.ko(\.\w+)?$", text, re.M))
+def _modules_lists_conntrack(release):
+    """(nf_conntrack listed in modules.builtin, listed in modules.dep) for this kernel release."""
+    builtin = loadable = False
+    for base in MODULES_DIRS:
+        builtin = builtin or bool(_BUILTIN_RE.search(read_or_none(os.path.join(base, release, "modules.builtin")) or ""))
+        loadable = loadable or bool(_MODULES_DEP_RE.search(read_or_none(os.path.join(base, release, "modules.dep")) or ""))
+    return builtin, loadable
+
+
+def conntrack_presence(release, sysctls_present):
+    """builtin / module (loaded) / loadable / absent, from /sys/module and the kernel's module lists."""
+    if os.path.isdir(SYS_MODULE_DIR):
+        return classify_conntrack(True, os.path.exists(os.path.join(SYS_MODULE_DIR, "initstate")), False,
+                                  sysctls_present)
+    builtin, loadable = _modules_lists_conntrack(release)
+    return classify_conntrack(False, False, builtin, sysctls_present, loadable)
+
+
+def init_netns():
+    """(init_netns True/False/None, reason, own netns inode, container, container evidence)."""
+    container, evidence = detect_container(
+        containerenv=read_or_none("/run/.containerenv"),
+        systemd_container=read_or_none("/run/systemd/container"),
+        pid1_container_env=parse_environ_container(read_or_none("/proc/1/environ", "rb")),
+        dockerenv=os.path.exists("/.dockerenv"),
+        cgroup_text=read_or_none("/proc/1/cgroup"),
+    )
+    own_inode = netns_inode(_readlink(NETNS_SELF))
+    value, reason = detect_init_netns(own_inode, knob_modes(HOST_SCOPE_SIGNALS), netns_inode(_readlink(NETNS_PID1)),
+                                      container)
+    return value, reason, own_inode, container, evidence
+
+
+def same_netns_as_pid1():
+    """True when this process shares PID 1's network namespace (where a systemd timer would run)."""
+    own = _readlink(NETNS_SELF)
+    return own is not None and own == _readlink(NETNS_PID1)
 
 
 def knob_modes(shorts, proc_dir=None):
@@ -185,18 +227,35 @@ def knob_modes(shorts, proc_dir=None):
 
 
 def knob_access(shorts, proc_dir=None, hashsize_path=None, init_netns=None):
-    """{knob: writable by this process here}. access(2) honours the sysctl table mode and read-only mounts."""
+    """{knob: writable by this process here} for the knobs that exist, plus ``hashsize`` when it exists.
+
+    A sysctl is writable when the kernel's table mode has the owner write bit (root is held to it in /proc/sys)
+    and access(2) agrees (read-only mounts, non-root callers). The kernel refuses hashsize writes outside the
+    init netns (EOPNOTSUPP) whatever the file mode says, so hashsize needs init_netns True.
+    """
     proc_dir = proc_dir or _knobs.PROC_SYS_DIR
     hashsize_path = hashsize_path or _knobs.HASHSIZE_PATH
+    modes = knob_modes(shorts, proc_dir)
     access = {}
-    for short in shorts:
-        path = os.path.join(proc_dir, "nf_conntrack_" + short)
-        if os.path.exists(path):
-            access[short] = os.access(path, os.W_OK)
+    for short, mode in modes.items():
+        access[short] = bool(mode & stat.S_IWUSR) and os.access(os.path.join(proc_dir, "nf_conntrack_" + short),
+                                                                os.W_OK)
     if os.path.exists(hashsize_path):
-        # the kernel refuses hashsize writes outside the init netns (EOPNOTSUPP) whatever the file mode says
-        access["hashsize"] = os.access(hashsize_path, os.W_OK) and init_netns is not False
+        access["hashsize"] = init_netns is True and os.access(hashsize_path, os.W_OK)
     return access
+
+
+def knob_state(shorts, init_netns_value):
+    """Live values and writability of ``shorts`` (catalogue short names) plus hashsize.
+
+    ``{"live": {short: int or None}, "writable": {short: bool}, "hashsize": int or None,
+    "hashsize_writable": bool}``; a knob that does not exist here reads None and is not writable.
+    """
+    access = knob_access(shorts, init_netns=init_netns_value)
+    live = dict((short, read_int(_knobs.proc_path(short))) for short in shorts)
+    writable = dict((short, live[short] is not None and access.get(short, False)) for short in shorts)
+    return {"live": live, "writable": writable, "hashsize": read_int(_knobs.HASHSIZE_PATH),
+            "hashsize_writable": access.get("hashsize", False)}
 
 
 def iptables_binary_target():
@@ -216,24 +275,17 @@ def parse_memtotal_mb(meminfo_text):
     return None
 
 
-def probe(present, run_iptables_version=None):
-    """Collect the environment facts. ``present``: catalogue knobs that exist here (short names)."""
+def probe(present, run_iptables_version=None, knobs=()):
+    """Collect the environment facts. ``present``: catalogue knobs that exist here (short names).
+
+    ``knobs``: short names whose live value and writability the caller needs (``live``, ``writable``,
+    ``hashsize``, ``hashsize_writable`` in the result; conntrack_facts returns only the keys it documents).
+    """
     release = os.uname()[2]
-    sys_module = os.path.isdir(SYS_MODULE_DIR)
-    conntrack = classify_conntrack(sys_module, os.path.exists(os.path.join(SYS_MODULE_DIR, "initstate")),
-                                   False if sys_module else _modules_builtin_lists_conntrack(release),
-                                   bool(present))
-    container, evidence = detect_container(
-        containerenv=read_or_none("/run/.containerenv"),
-        systemd_container=read_or_none("/run/systemd/container"),
-        pid1_container_env=parse_environ_container(read_or_none("/proc/1/environ", "rb")),
-        dockerenv=os.path.exists("/.dockerenv"),
-        cgroup_text=read_or_none("/proc/1/cgroup"),
-    )
-    own_inode = netns_inode(_readlink(NETNS_SELF))
-    init_netns, init_reason = detect_init_netns(own_inode, knob_modes(HOST_SCOPE_SIGNALS),
-                                                netns_inode(_readlink(NETNS_PID1)), container)
-    writable, readonly = split_writable(knob_access(present, init_netns=init_netns))
+    conntrack = conntrack_presence(release, bool(present))
+    init_value, init_reason, own_inode, container, evidence = init_netns()
+    writable, readonly = split_writable(knob_access(present, init_netns=init_value))
+    state = knob_state(list(knobs), init_value)
     target = iptables_binary_target()
     backend = detect_iptables_backend(target)
     if backend is None and target and run_iptables_version is not None:
@@ -244,7 +296,7 @@ def probe(present, run_iptables_version=None):
     return {
         "kernel_release": release,
         "conntrack": conntrack,
-        "init_netns": init_netns,
+        "init_netns": init_value,
         "init_netns_reason": init_reason,
         "netns_inode": own_inode,
         "container": container,
@@ -256,4 +308,8 @@ def probe(present, run_iptables_version=None):
         # the two host figures sizing needs, so a role need not run a hardware fact gathering for them
         "memtotal_mb": parse_memtotal_mb(read_or_none("/proc/meminfo")),
         "cpus": os.cpu_count(),
+        "live": state["live"],
+        "writable": state["writable"],
+        "hashsize": state["hashsize"],
+        "hashsize_writable": state["hashsize_writable"],
     }

@@ -18,6 +18,16 @@ def test_classify_conntrack(sys_dir, initstate, builtin_listed, sysctls, expecte
     assert env.classify_conntrack(sys_dir, initstate, builtin_listed, sysctls) == expected
 
 
+@pytest.mark.parametrize("sys_dir, builtin_listed, sysctls, expected", [
+    (False, False, False, "loadable"),  # on disk (modules.dep), not loaded
+    (True, False, True, "builtin"),  # /sys/module decides before the module lists
+    (False, True, False, "builtin"),
+    (False, False, True, "module"),
+])
+def test_classify_conntrack_loadable(sys_dir, builtin_listed, sysctls, expected):
+    assert env.classify_conntrack(sys_dir, False, builtin_listed, sysctls, listed_loadable=True) == expected
+
+
 @pytest.mark.parametrize("own, modes, pid1, container, expected", [
     # fixed inode below PROC_DYNAMIC_FIRST: only init_net has one (measured 4026531833 on 6.18)
     (4026531833, {"max": RW, "buckets": RW, "expect_max": RW}, None, None, True),
