@@ -48,14 +48,19 @@ options:
     type: dict
     default: {high: critical, medium: warning, low: warning, info: ok}
   max_chain_ratio:
-    description: Highest acceptable max / buckets (entries per hash bucket at a full table).
+    description:
+      - Highest acceptable max / buckets on any kernel (CPU cost of long chains).
+      - Independently of it, NGCA004 fires when the live max and buckets would make inserts fail at a full table
+        on the host's kernel (every entry is in two chains; chain limit 8-31 on 5.15-6.2, 50-79 since 6.3).
     type: float
     default: 8
   sizing:
     description:
       - Declared sizing inputs (V(peak_flows), V(new_flows_per_second), V(avg_flow_lifetime), V(headroom),
-        V(memory_mb), V(cpus), V(memory_budget_pct), V(entry_bytes), V(buckets_ratio)); without V(peak_flows) or
-        V(new_flows_per_second) no sizing check is made.
+        V(memory_mb), V(cpus), V(memory_budget_pct), V(entry_bytes), V(buckets_ratio), V(kernel_release)); without
+        V(peak_flows) or V(new_flows_per_second) no sizing check is made.
+      - The kernel release defaults to the host's (from the facts), so the recommendation is never below that
+        kernel's own default.
     type: dict
   now:
     description: Seconds since the epoch to stamp the result with; the controller's clock when omitted.

@@ -22,12 +22,17 @@ options:
   _input:
     description:
       - Sizing inputs.
-      - Keys are V(peak_flows), V(new_flows_per_second), V(avg_flow_lifetime) (seconds, including TIME_WAIT),
-        V(headroom) (default V(1.5)), V(preset) (V(kube_proxy)), V(per_cpu_floor), V(min_max), V(max_cap),
+      - Keys are V(peak_flows) (the conntrack count at peak, TIME_WAIT entries included), V(new_flows_per_second),
+        V(avg_flow_lifetime) (seconds, including TIME_WAIT), V(headroom) (default V(1.5)), V(preset) (V(kube_proxy):
+        kube-proxy's max(32768 x CPUs, 131072), no cap), V(per_cpu_floor), V(min_max), V(max_cap),
         V(memory_budget_pct) (share of RAM, default V(5)), V(entry_bytes) (default V(384)),
-        V(buckets_ratio) (max/buckets, default V(4)), V(timeout_profile) (V(kernel_default), V(kubernetes),
-        V(high_churn), V(udp_heavy)), V(timeouts) (per-timeout overrides), V(knobs) (other knobs, or a pinned
-        max/buckets), V(longest_idle_tcp_flow), V(longest_idle_udp_flow) (seconds), V(memory_mb), V(cpus).
+        V(buckets_ratio) (max/buckets, default V(1), the kernel's own; a ratio whose inserts would fail at a full table
+        on the target kernel is refused), V(kernel_release) (for the kernel-default floor and the hash chain limit),
+        V(timeout_profile) (V(kernel_default), V(kubernetes), V(high_churn), V(udp_heavy)), V(timeouts)
+        (per-timeout overrides), V(knobs) (other knobs, or a pinned max/buckets), V(longest_idle_tcp_flow),
+        V(longest_idle_udp_flow) (seconds), V(memory_mb), V(cpus).
+      - The result is never below the kernel's own default for the host's memory and kernel version unless
+        V(knobs.max)/V(knobs.buckets) pin it.
     type: dict
     required: true
   memory_mb:
@@ -60,8 +65,16 @@ _value:
       description: Estimated kernel memory of a full table (C(bytes), C(pct_of_ram), C(entry_bytes), C(budget_bytes)).
       type: dict
     demand:
-      description: Concurrent flows at peak before headroom.
+      description: Conntrack entries at peak before headroom.
       type: int
+    kernel_default:
+      description: The kernel's own C(max) and C(buckets) for this memory and kernel version (the floor).
+      type: dict
+      version_added: 0.2.0
+    chains:
+      description: Hash chains at a full table (C(nodes_per_bucket), C(limits), C(insert_failure), C(acceptable)).
+      type: dict
+      version_added: 0.2.0
     rationale:
       description: One line per rule that shaped the result, for an operator to read.
       type: list

@@ -12,7 +12,8 @@ Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_a
 - NGCA001 table usage at or above a threshold (count / max of this network namespace)
 - NGCA002 a watched counter (drop, insert_failed, early_drop, chaintoolong) rose since the last audit
 - NGCA003 nf_conntrack_max below the declared peak (critical) or below peak x headroom (warning)
-- NGCA004 long hash chains at a full table (max / buckets above the limit)
+- NGCA004 long hash chains at a full table: inserts would fail and drop packets on this kernel (2 x max / buckets
+  nodes per bucket against the kernel's random chain limit), or max / buckets above max_chain_ratio
 - NGCA005 conntrack cannot be observed (not loaded, no counters source)
 - NGCA006 "table full, dropping packet" kernel messages for this namespace in the events window
 """
@@ -25,6 +26,7 @@ import math
 import time
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import kernel_model
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing as sizing
 
 SCHEMA_VERSION = "1.0"
@@ -37,13 +39,13 @@ DEFAULT_WARNING_PCT = 75.0
 DEFAULT_CRITICAL_PCT = 90.0
 DEFAULT_MAX_CHAIN_RATIO = 8.0
 SIZING_FIELDS = ("peak_flows", "new_flows_per_second", "avg_flow_lifetime", "headroom", "memory_mb", "cpus",
-                 "memory_budget_pct", "entry_bytes", "buckets_ratio")
+                 "memory_budget_pct", "entry_bytes", "buckets_ratio", "kernel_release")
 
 TITLES = {
     "NGCA001": "conntrack table usage above threshold",
     "NGCA002": "counter rising since the last audit",
     "NGCA003": "nf_conntrack_max below the declared peak",
-    "NGCA004": "long hash chains at a full table",
+    "NGCA004": "long hash chains at a full table drop packets",
     "NGCA005": "conntrack cannot be observed",
     "NGCA006": "table full messages in the kernel log",
 }
@@ -52,7 +54,8 @@ COUNTER_MEANING = {
     "drop": "new flows were dropped because the table was full",
     "insert_failed": "entries failed to insert (races between packets of one new flow; the classic 5 s DNS delay)",
     "early_drop": "non-assured entries were evicted to make room: the table ran full",
-    "chaintoolong": "packets were dropped because a hash chain grew too long (too few buckets or a hash attack)",
+    "chaintoolong": "inserts failed and their packets were dropped because a hash chain was over the kernel's limit "
+                    "(too few buckets for the entries, or a hash attack)",
     "clash_resolve": "insert clashes were resolved",
     "invalid": "packets could not be tracked (INVALID)",
 }
@@ -236,6 +239,11 @@ def _usage(limits, opts):
 
 def _sizing_check(spec, usage, environment):
     """Compare the live max with the declared peak, using the same sizing rules as the tuning role."""
+    spec = dict(spec)
+    if spec.get("kernel_release") is None and isinstance(environment.get("kernel_release"), str) \
+            and kernel_model.parse_release(environment["kernel_release"]) is not None:
+        # the floor (the kernel's own default) and the chain limit depend on the host's kernel
+        spec["kernel_release"] = environment["kernel_release"]
     try:
         planned = sizing.size(spec)
     except sizing.SizingError as exc:
@@ -357,13 +365,36 @@ def evaluate(collected, options=None, previous=None, now=None):
                 fix += container_note
             findings.append(_finding("NGCA003", sizing_result["level"], detail, fix, "sizing"))
 
+    chains = None
     if _is_int(usage["max"]) and usage["max"] > 0 and _is_int(usage["buckets"]) and usage["buckets"] > 0:
+        release = environment.get("kernel_release")
+        version = kernel_model.parse_release(release)
+        chains = sizing.chain_check(usage["max"], usage["buckets"], version)
         ratio = usage["max"] / float(usage["buckets"])
-        if ratio > opts["max_chain_ratio"]:
+        chains["ratio"] = round(ratio, 3)
+        chains["kernel_release"] = release if version is not None else None
+        if not chains["acceptable"]:
+            limits = tuple(chains["limits"])
             findings.append(_finding(
-                "NGCA004", "warning", "max / buckets is %.1f (limit %s): a full table has long hash chains and costs CPU "
-                "on every packet" % (ratio, opts["max_chain_ratio"]),
-                "Raise nf_conntrack_buckets to max / 4 (conntrack_tuning does this from the sizing).", "sizing"))
+                "NGCA004", "critical" if chains["insert_failure"] >= 0.01 else "warning",
+                "a full table puts %.1f hash nodes in each bucket (max %s / buckets %s, every entry hashed twice); with "
+                "the %s of %s about %.2g of new flows fail to insert and their packets are dropped (chaintoolong, "
+                "insert_failed): long chains drop packets" % (
+                    chains["nodes_per_bucket"], _fmt(usage["max"]), _fmt(usage["buckets"]),
+                    kernel_model.describe_limits(limits),
+                    "kernel %s" % release if version is not None else "an unknown kernel (assumed 5.15-6.2)",
+                    chains["insert_failure"]),
+                "Raise nf_conntrack_buckets to nf_conntrack_max (%s, the kernel's own ratio) with conntrack_tuning; "
+                "buckets are host-scope (initial network namespace)." % _fmt(usage["max"]), "sizing",
+                value=chains["nodes_per_bucket"]))
+        elif ratio > opts["max_chain_ratio"]:
+            findings.append(_finding(
+                "NGCA004", "warning", "max / buckets is %.1f (limit %s): a full table walks %.1f nodes per bucket on "
+                "every lookup%s" % (ratio, opts["max_chain_ratio"], chains["nodes_per_bucket"],
+                                    "" if chains["limits"] is None else
+                                    ", close to the kernel's chain limit where inserts fail and packets drop"),
+                "Raise nf_conntrack_buckets to nf_conntrack_max (conntrack_tuning does this from the sizing).", "sizing",
+                value=chains["nodes_per_bucket"]))
 
     events = facts.get("events")
     if isinstance(events, dict) and events.get("readable") and _is_int(events.get("table_full_this_netns")) \
@@ -432,6 +463,7 @@ def evaluate(collected, options=None, previous=None, now=None):
         "deltas": deltas,
         "rising": rises,
         "sizing": sizing_result,
+        "chains": chains,
         "states": states,
         "nat": nat,
         "firewall": firewall_out,

@@ -68,8 +68,9 @@ KNOBS = {
     "checksum": (SCOPE_NETNS, "bool"),
     "log_invalid": (SCOPE_NETNS, "int"),
     "events": (SCOPE_NETNS, "int"),
-    "helper": (SCOPE_NETNS, "bool"),
 }
+# ``helper`` (automatic helper assignment) is deliberately not on the list: the kernel removed the knob in 6.0 and
+# turning it on is the security anti-pattern that removal ended (assign helpers with explicit CT rules instead).
 
 TIMEOUT_KNOBS = tuple(sorted(name for name, (_scope, kind) in KNOBS.items() if kind == "timeout"))
 HOST_KNOBS = tuple(sorted(name for name, (scope, _kind) in KNOBS.items() if scope == SCOPE_HOST))
@@ -91,6 +92,47 @@ KERNEL_DEFAULT_TIMEOUTS = {
     "icmpv6_timeout": 30,
     "generic_timeout": 600,
 }
+
+# The kernel stores the limits as C ints (proc_dointvec): a larger write is EINVAL.
+INT_MAX = 2 ** 31 - 1
+# Timeouts are seconds the kernel converts to jiffies (proc_dointvec_jiffies) and refuses above INT_MAX / HZ:
+# 2,147,483 s (about 24.8 days) at HZ=1000, the highest HZ a distribution kernel uses; the bound for every HZ.
+MAX_TIMEOUT_SECONDS = INT_MAX // 1000
+# nf_ct_alloc_hashtable refuses more than INT_MAX / sizeof(struct hlist_nulls_head) buckets
+MAX_BUCKETS = (INT_MAX // 8) // 512 * 512
+_INT_RANGES = {
+    "max": (0, INT_MAX),
+    "buckets": (1, MAX_BUCKETS),
+    "expect_max": (1, INT_MAX),
+    "tcp_max_retrans": (0, 255),
+    "log_invalid": (0, 255),
+    "events": (0, 2),
+}
+
+
+def value_range(short):
+    """(minimum, maximum) the kernel accepts for a knob (timeouts: seconds, at least 1)."""
+    kind = KNOBS[short][1]
+    if kind == "timeout":
+        return 1, MAX_TIMEOUT_SECONDS
+    if kind == "bool":
+        return 0, 1
+    return _INT_RANGES.get(short, (0, INT_MAX))
+
+
+def check_value(short, value):
+    """None when the kernel accepts ``value`` for ``short``, else why not (for an error naming the field)."""
+    low, high = value_range(short)
+    if low <= value <= high:
+        return None
+    kind = KNOBS[short][1]
+    if kind == "timeout" and value > high:
+        return ("must be <= %d s (the kernel refuses timeouts above INT_MAX / HZ: %d s at HZ=1000), got %d"
+                % (high, high, value))
+    if kind == "timeout":
+        return "must be >= 1 s (a timeout of 0 would expire entries at once), got %d" % value
+    return "must be between %d and %d, got %d" % (low, high, value)
+
 
 _SHORT_RE = re.compile(r"^[a-z0-9_]+$")
 

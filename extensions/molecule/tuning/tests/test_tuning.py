@@ -1,6 +1,7 @@
 """conntrack_tuning on a lab host (a container): per-netns knobs live, files persisted with the right
 content and mode, host-scope knobs reported as not applicable."""
 import json
+import re
 
 import pytest
 
@@ -9,7 +10,6 @@ SYSCTL_FILE = "/etc/sysctl.d/90-nodeguard-conntrack.conf"
 LIVE = {
     "tcp_timeout_established": 86400,
     "tcp_timeout_close_wait": 1800,
-    "udp_timeout": 60,
     "udp_timeout_stream": 180,
     "tcp_be_liberal": 1,
 }
@@ -32,18 +32,22 @@ def test_sysctl_file_persisted(host):
     assert text.startswith("# Managed by Ansible (nodeguard.conntrack.conntrack_tune)")
     for short, value in LIVE.items():
         assert "\nnet.netfilter.nf_conntrack_%s = %d\n" % (short, value) in text
-    # 1000/s x 150 s = 150,000 > 100,000 peak; x 1.5 headroom = 225,000 entries, buckets 225000/4 -> 56,320
+    # 1000/s x 150 s = 150,000 > 100,000 peak; x 1.5 headroom = 225,000 entries, buckets = max -> 225,280,
+    # never below the kernel's own default for the (shared) memory: 262,144 / 262,144 above 4 GiB on 5.15+
+    mem_kb = int(re.search(r"^MemTotal:\s+(\d+) kB", host.file("/proc/meminfo").content_string, re.M).group(1))
+    big = mem_kb * 1024 > 4 * 1024 ** 3
     # host-scope: persisted with '-' because this netns cannot write them
-    assert "\n-net.netfilter.nf_conntrack_max = 225000\n" in text
-    assert "\n-net.netfilter.nf_conntrack_buckets = 56320\n" in text
+    assert "\n-net.netfilter.nf_conntrack_max = %d\n" % (262144 if big else 225000) in text
+    assert "\n-net.netfilter.nf_conntrack_buckets = %d\n" % (262144 if big else 225280) in text
+    assert "nf_conntrack_udp_timeout =" not in text  # udp_heavy raises only the stream timeout
 
 
 def test_persisted_file_applies_cleanly_here(host):
     # the '-' prefix keeps a boot inside the container from failing on host-scope keys
-    host.run_test("sh -c 'echo 33 > /proc/sys/net/netfilter/nf_conntrack_udp_timeout'")
+    host.run_test("sh -c 'echo 33 > /proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream'")
     cmd = host.run("sysctl -p %s" % SYSCTL_FILE)
     assert cmd.rc == 0, cmd.stderr
-    assert int(host.file("/proc/sys/net/netfilter/nf_conntrack_udp_timeout").content_string) == 60
+    assert int(host.file("/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream").content_string) == 180
 
 
 def test_host_scope_knobs_not_applicable(host, result):

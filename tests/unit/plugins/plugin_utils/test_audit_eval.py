@@ -173,8 +173,42 @@ def test_sizing_from_rate_and_lifetime_and_no_declaration():
 
 def test_long_hash_chains():
     result = ev.evaluate(collected(max_entries=1048576, buckets=65536), now=1)
-    assert "NGCA004" in _ids(result) and result["status"] == "warning"
-    assert "NGCA004" not in _ids(ev.evaluate(collected(max_entries=524288, buckets=65536), now=1))
+    assert "NGCA004" in _ids(result) and result["status"] == "critical"
+    assert result["chains"]["nodes_per_bucket"] == 32.0
+
+
+def _with_kernel(release, **kwargs):
+    data = collected(**kwargs)
+    data["facts"]["environment"]["kernel_release"] = release
+    return data
+
+
+@pytest.mark.parametrize("release, max_entries, buckets, fires", [
+    # the old threshold (max / buckets > 8) let ratio 4 pass: 8 nodes per bucket drop ~9 % of inserts on 5.15-6.2
+    ("6.1.0-27-amd64", 262144, 65536, True),
+    ("6.1.0-27-amd64", 524288, 65536, True),   # ratio 8: was silent
+    ("6.1.0-27-amd64", 262144, 262144, False),  # the kernel's own default
+    ("6.8.0-45-generic", 262144, 65536, False),  # 50-79 since 6.3: ratio 4 is safe
+    ("6.8.0-45-generic", 1048576, 65536, True),  # ratio 16
+    ("5.10.0-28-amd64", 262144, 65536, False),   # no limit before 5.15, ratio below max_chain_ratio
+])
+def test_chain_finding_follows_the_kernel(release, max_entries, buckets, fires):
+    result = ev.evaluate(_with_kernel(release, max_entries=max_entries, buckets=buckets), now=1)
+    assert ("NGCA004" in _ids(result)) == fires
+    if fires:
+        finding = [f for f in result["findings"] if f["id"] == "NGCA004"][0]
+        assert "drop" in finding["detail"] and "hashed twice" in finding["detail"]
+
+
+def test_chaintoolong_meaning_says_packets_drop():
+    assert "dropped" in ev.COUNTER_MEANING["chaintoolong"]
+
+
+def test_sizing_recommendation_never_below_kernel_default():
+    # a 2 GB VM with a 5k peak: the audit must not recommend 7,500 (below the kernel's 65,536)
+    data = _with_kernel("6.1.0-27-amd64", max_entries=4096, buckets=4096)
+    result = ev.evaluate(data, {"sizing": {"peak_flows": 5000, "memory_mb": 1900, "cpus": 2}}, now=1)
+    assert result["sizing"]["recommended_max"] == 65536 and result["sizing"]["recommended_buckets"] == 65536
 
 
 def test_table_full_events():
