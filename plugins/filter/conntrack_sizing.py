@@ -23,7 +23,7 @@ options:
     description:
       - Sizing inputs.
       - Keys are V(peak_flows) (the conntrack count at peak, TIME_WAIT entries included), V(new_flows_per_second),
-        V(avg_flow_lifetime) (seconds, including TIME_WAIT), V(headroom) (default V(1.5)), V(preset) (V(kube_proxy):
+        V(avg_flow_lifetime) (seconds, including TIME_WAIT), V(headroom) (default V(1.5)), V(preset) (V(kube_proxy) is
         kube-proxy's max(32768 x CPUs, 131072), no cap), V(per_cpu_floor), V(min_max), V(max_cap),
         V(memory_budget_pct) (share of RAM, default V(5)), V(entry_bytes) (default V(384)),
         V(buckets_ratio) (max/buckets, default V(1), the kernel's own; a ratio whose inserts would fail at a full table
