@@ -267,6 +267,10 @@ options:
     description:
       - High-rate stateless flows exempted from connection tracking in the raw table (chains C(<prefix>PREROUTING)
         and C(<prefix>OUTPUT)), with a matching C(UNTRACKED) accept in the INPUT section.
+      - Every rule is bounded to the declared flow. Only packets addressed to this host are exempted
+        (C(-m addrtype --dst-type LOCAL)), so forwarded and NATed packets stay tracked, unless
+        O(notrack[].forwarded=true). Replies of an outgoing flow are matched by the remote port and
+        O(notrack[].local_ports), and a TCP SYN is never exempted.
     type: list
     elements: dict
     suboptions:
@@ -300,8 +304,24 @@ options:
         type: str
         choices: [in, out, both]
         default: in
+      local_ports:
+        description:
+          - For O(notrack[].direction=out) or V(both), the local (client) source ports the replies arrive at. The
+            stateless accept of the replies is limited to them.
+          - Defaults to V(32768:60999), the default C(net.ipv4.ip_local_port_range) of Linux.
+        type: list
+        elements: raw
+        version_added: 0.2.0
+      forwarded:
+        description:
+          - The flow is forwarded through this host to or from O(notrack[].destinations) (hosts behind it) instead of
+            being local. Both directions are exempted in PREROUTING without the local-address limit, and the
+            C(UNTRACKED) packets are accepted in the FORWARD section (needs O(forward.enabled=true)).
+        type: bool
+        default: false
+        version_added: 0.2.0
       accept:
-        description: Also accept the untracked packets in the INPUT section.
+        description: Also accept the untracked packets in the INPUT section (the FORWARD section for a forwarded flow).
         type: bool
         default: true
       comment:
@@ -558,6 +578,8 @@ def argument_spec():
             destinations=_LIST_STR,
             interfaces=_LIST_STR,
             direction=dict(type="str", choices=["in", "out", "both"], default="in"),
+            local_ports=dict(type="list", elements="raw"),
+            forwarded=dict(type="bool", default=False),
             accept=dict(type="bool", default=True),
             comment=dict(type="str"),
         )),

@@ -262,9 +262,13 @@ def _section(data, field, forward):
     return section
 
 
+# Linux's default net.ipv4.ip_local_port_range: the source ports a local client uses unless told otherwise.
+DEFAULT_LOCAL_PORTS = "32768:60999"
+
+
 def _notrack(data, field):
     data = _check_keys(data, ["name", "proto", "ports", "sources", "destinations", "interfaces", "direction",
-                              "accept", "comment"], field)
+                              "accept", "comment", "local_ports", "forwarded"], field)
     direction = data.get("direction") or "in"
     if direction not in ("in", "out", "both"):
         raise FirewallModelError(field + ".direction", "must be in, out or both, got %r" % (direction,))
@@ -272,6 +276,17 @@ def _notrack(data, field):
     flow["destinations"] = _networks(data.get("destinations"), field + ".destinations")
     flow["direction"] = direction
     flow["accept"] = _bool(data.get("accept"), field + ".accept", True)
+    # the local ports the replies of an outgoing flow arrive at (the client's source ports): the stateless
+    # accept of those replies is bounded to them, never "any local port from source port N"
+    local_ports = data.get("local_ports")
+    if local_ports is not None and direction == "in":
+        raise FirewallModelError(field + ".local_ports", "only applies to direction out or both")
+    flow["local_ports"] = (_ports(local_ports, field + ".local_ports", required=True) if local_ports is not None
+                           else ([DEFAULT_LOCAL_PORTS] if direction != "in" else []))
+    flow["forwarded"] = _bool(data.get("forwarded"), field + ".forwarded", False)
+    if flow["forwarded"] and not flow["destinations"]:
+        raise FirewallModelError(field + ".destinations", "a forwarded NOTRACK flow needs the addresses of the hosts "
+                                                          "behind this router that it concerns")
     return flow
 
 
@@ -297,7 +312,7 @@ def normalise_model(params):
     if not families:
         raise FirewallModelError("families", "at least one family is required")
     notrack = _as_list(params.get("notrack"), "notrack")
-    return {
+    model = {
         "prefix": normalise_prefix(params.get("prefix")),
         "families": [f for f in FAMILIES if f in families],
         "input": _section(params.get("input"), "input", forward=False),
@@ -305,3 +320,8 @@ def normalise_model(params):
         "notrack": [_notrack(item, "notrack[%d]" % index) for index, item in enumerate(notrack)],
         "policies": _policies(params.get("policies"), "policies"),
     }
+    for index, item in enumerate(model["notrack"]):
+        if item["forwarded"] and not model["forward"]["enabled"]:
+            raise FirewallModelError("notrack[%d].forwarded" % index, "needs forward.enabled: the untracked "
+                                     "forwarded packets are accepted in the FORWARD section")
+    return model

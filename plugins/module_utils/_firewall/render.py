@@ -69,10 +69,8 @@ def _port_groups(ports):
 
 
 def _port_match(proto, ports, direction):
-    """Port match text for one group: single port uses the protocol match, several use multiport."""
-    if len(ports) == 1:
-        return "-m %s --%s %s" % (proto, direction, ports[0])
-    return "-m multiport --%ss %s" % (direction, ",".join(ports))
+    """Port match text for one group of destination or source ports (see _flow_ports)."""
+    return _flow_ports(proto, **{direction + "s": ports})
 
 
 def _head(source=None, destination=None, in_iface=None, out_iface=None, proto=None):
@@ -154,32 +152,82 @@ def _final_rule(action, family):
     return []
 
 
+NOT_SYN = "! --tcp-flags FIN,SYN,RST,ACK SYN"
+LOCAL_ONLY = "-m addrtype --dst-type LOCAL"
+
+
+def _flow_ports(proto, sports=None, dports=None, not_syn=False):
+    """Port match text for a flow: the protocol's own match for single ports (iptables-save prints both in one
+    match), multiport for lists; udplite has no match of its own, so it always uses multiport. ``not_syn`` adds the
+    TCP flags test that keeps a connection-opening SYN out (only replies of an outgoing flow are stateless)."""
+    own, extra = [], []
+    for option, ports in (("sport", sports), ("dport", dports)):
+        if not ports:
+            continue
+        if len(ports) == 1 and proto != "udplite":
+            own.append("--%s %s" % (option, ports[0]))
+        else:
+            extra.append("-m multiport --%ss %s" % (option, ",".join(ports)))
+    if not_syn and proto == "tcp":
+        own.append(NOT_SYN)
+    parts = extra
+    if own:
+        parts = ["-m %s %s" % (proto, " ".join(own))] + extra
+    return " ".join(parts)
+
+
 def _notrack_rules(item, family):
-    """{'raw_prerouting': [...], 'raw_output': [...], 'input': [...]} for one NOTRACK entry."""
+    """{'raw_prerouting': [...], 'raw_output': [...], 'input': [...], 'forward': [...]} for one NOTRACK entry.
+
+    Every stateless rule is bounded to the declared flow: the raw PREROUTING rules of a local flow match only packets
+    addressed to this host (``addrtype LOCAL``), so forwarded and NATed packets keep their conntrack entry; the
+    replies of an outgoing flow are matched by the remote service port AND the local client ports, never by the
+    remote port alone, and TCP SYNs are left tracked, so "source port 443" opens no local port.
+    """
     sources, skip_src = _family_nets(item["sources"], family)
     destinations, skip_dst = _family_nets(item["destinations"], family)
-    out = {"raw_prerouting": [], "raw_output": [], "input": []}
+    out = {"raw_prerouting": [], "raw_output": [], "input": [], "forward": []}
     if skip_src or skip_dst:
         return out
     proto = item["proto"]
     ifaces = item["interfaces"] or [None]
-    groups = _port_groups(item["ports"])
     comment = _comment(item["comment"])
+    notrack = comment + ["-j CT --notrack"]
+    untracked = ["-m conntrack --ctstate UNTRACKED"] + comment + ["-j ACCEPT"]
     directions = ("in", "out") if item["direction"] == "both" else (item["direction"],)
+    local_groups = _port_groups(item["local_ports"]) if item["local_ports"] else [None]
     for direction in directions:
-        # "in": this host serves the ports (requests arrive with --dport, replies leave with --sport);
-        # "out": this host is the client (requests leave with --dport, replies arrive with --sport).
-        arrive, leave = ("dport", "sport") if direction == "in" else ("sport", "dport")
-        for source, destination, iface, ports in _product(sources, destinations, ifaces, groups):
+        for source, destination, iface, ports, local_ports in _product(
+                sources, destinations, ifaces, _port_groups(item["ports"]),
+                local_groups if direction == "out" else [None]):
             remote, local = source, destination
-            out["raw_prerouting"].append(_join(_head(remote, local, iface, None, proto)
-                                               + [_port_match(proto, ports, arrive)] + comment + ["-j CT --notrack"]))
-            out["raw_output"].append(_join(_head(local, remote, None, iface, proto)
-                                           + [_port_match(proto, ports, leave)] + comment + ["-j CT --notrack"]))
+            if direction == "in":
+                # this side serves the ports: requests arrive with --dport, replies leave with --sport
+                request = _flow_ports(proto, dports=ports)
+                reply = _flow_ports(proto, sports=ports)
+                towards_remote, towards_local = reply, request
+            else:
+                # this side is the client of the ports, using local_ports as its source ports
+                request = _flow_ports(proto, sports=local_ports, dports=ports)
+                reply = _flow_ports(proto, sports=ports, dports=local_ports, not_syn=True)
+                towards_remote, towards_local = request, reply
+            if item["forwarded"]:
+                # hosts behind this router (destinations) talk to remote ones; both directions cross PREROUTING
+                out["raw_prerouting"].append(_join(_head(remote, local, iface, None, proto) + [towards_local]
+                                                   + notrack))
+                out["raw_prerouting"].append(_join(_head(local, remote, None, None, proto) + [towards_remote]
+                                                   + notrack))
+                if item["accept"]:
+                    out["forward"].append(_join(_head(remote, local, iface, None, proto) + [towards_local]
+                                                + untracked))
+                    out["forward"].append(_join(_head(local, remote, None, None, proto) + [towards_remote]
+                                                + untracked))
+                continue
+            out["raw_prerouting"].append(_join(_head(remote, local, iface, None, proto) + [LOCAL_ONLY, towards_local]
+                                               + notrack))
+            out["raw_output"].append(_join(_head(local, remote, None, iface, proto) + [towards_remote] + notrack))
             if item["accept"]:
-                out["input"].append(_join(_head(remote, local, iface, None, proto)
-                                          + [_port_match(proto, ports, arrive), "-m conntrack --ctstate UNTRACKED"]
-                                          + comment + ["-j ACCEPT"]))
+                out["input"].append(_join(_head(remote, local, iface, None, proto) + [towards_local] + untracked))
     return out
 
 
@@ -191,7 +239,7 @@ def desired_state(model, family):
     """The owned state the model asks for in one family (see _fw_save for the structure)."""
     names = chain_names(model["prefix"])
     state = {}
-    notrack = {"raw_prerouting": [], "raw_output": [], "input": []}
+    notrack = {"raw_prerouting": [], "raw_output": [], "input": [], "forward": []}
     for item in model["notrack"]:
         for key, rules in _notrack_rules(item, family).items():
             notrack[key].extend(rules)
@@ -233,6 +281,7 @@ def desired_state(model, family):
             rules.append("-m conntrack --ctstate DNAT -j ACCEPT")
         jumps, body = _invalid_rules(section["invalid_drop"], family, "forward", names["forward_invalid"])
         rules += jumps
+        rules += notrack["forward"]
         for service in section["services"]:
             rules += _service_rules(service, family, forward=True)
         rules += _final_rule(section["final_action"], family)
@@ -245,8 +294,10 @@ def desired_state(model, family):
     if notrack["raw_prerouting"]:
         table = _table(state, "raw")
         table["chains"][names["raw_prerouting"]] = notrack["raw_prerouting"]
-        table["chains"][names["raw_output"]] = notrack["raw_output"]
         table["jumps"].append(("PREROUTING", 1, jump_spec(names["raw_prerouting"])))
+    if notrack["raw_output"]:
+        table = _table(state, "raw")
+        table["chains"][names["raw_output"]] = notrack["raw_output"]
         table["jumps"].append(("OUTPUT", 1, jump_spec(names["raw_output"])))
 
     if model["policies"]:

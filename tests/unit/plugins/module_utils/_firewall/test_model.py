@@ -74,3 +74,18 @@ def test_module_argument_spec_shape_is_accepted():
     assert model["policies"] == {"FORWARD": "DROP"}
     assert model["input"]["services"][0]["comment"] == "ssh"
     assert normalise_prefix(None) == "NG-CT-"
+
+
+def test_notrack_local_ports_and_forwarded_are_validated():
+    import pytest as _pytest
+    with _pytest.raises(FirewallModelError) as info:
+        normalise_model({"notrack": [{"ports": [53], "local_ports": [1000]}]})
+    assert info.value.field == "notrack[0].local_ports"
+    with _pytest.raises(FirewallModelError) as info:
+        normalise_model({"notrack": [{"ports": [53], "forwarded": True, "destinations": ["10.0.0.0/8"]}]})
+    assert info.value.field == "notrack[0].forwarded"
+    with _pytest.raises(FirewallModelError) as info:
+        normalise_model({"forward": {"enabled": True}, "notrack": [{"ports": [53], "forwarded": True}]})
+    assert info.value.field == "notrack[0].destinations"
+    item = normalise_model({"notrack": [{"ports": [53], "direction": "both"}]})["notrack"][0]
+    assert item["local_ports"] == ["32768:60999"] and item["forwarded"] is False

@@ -64,10 +64,11 @@ def test_forward_and_notrack_and_policies():
                        "-j REJECT --reject-with icmp-port-unreachable"]
     assert state["filter"]["policies"] == {"FORWARD": "DROP"}
     raw = state["raw"]
-    assert raw["chains"]["NG-CT-PREROUTING"] == ["-i eth1 -p udp -m udp --dport 53 -j CT --notrack",
-                                                 "-i eth1 -p udp -m udp --sport 53 -j CT --notrack"]
+    assert raw["chains"]["NG-CT-PREROUTING"] == [
+        "-i eth1 -p udp -m addrtype --dst-type LOCAL -m udp --dport 53 -j CT --notrack",
+        "-i eth1 -p udp -m addrtype --dst-type LOCAL -m udp --sport 53 --dport 32768:60999 -j CT --notrack"]
     assert raw["chains"]["NG-CT-OUTPUT"] == ["-o eth1 -p udp -m udp --sport 53 -j CT --notrack",
-                                             "-o eth1 -p udp -m udp --dport 53 -j CT --notrack"]
+                                             "-o eth1 -p udp -m udp --sport 32768:60999 --dport 53 -j CT --notrack"]
     assert sorted(j[0] for j in raw["jumps"]) == ["OUTPUT", "PREROUTING"]
     v6 = _state({"forward": {"enabled": True, "final_action": "reject"}}, "ipv6")
     assert v6["filter"]["chains"]["NG-CT-FORWARD"][-1] == "-j REJECT --reject-with icmp6-port-unreachable"
@@ -117,3 +118,32 @@ def test_lockout_guard_logic():
     assert not render.admits_new_tcp(ranged, "198.51.100.1", 22)
     assert render.admits_new_tcp(normalise_model({}), "192.0.2.10", 22)  # final return: the policy decides
     assert not render.admits_new_tcp(normalise_model({"policies": {"input": "DROP"}}), "192.0.2.10", 22)
+
+
+def test_outgoing_notrack_is_bounded_to_the_client_ports_and_never_admits_a_syn():
+    state = _state({"notrack": [{"proto": "tcp", "ports": [443], "direction": "out"}]})
+    accept = [r for r in state["filter"]["chains"]["NG-CT-INPUT"] if "UNTRACKED" in r]
+    assert accept == ["-p tcp -m tcp --sport 443 --dport 32768:60999 ! --tcp-flags FIN,SYN,RST,ACK SYN "
+                      "-m conntrack --ctstate UNTRACKED -j ACCEPT"]
+    state = _state({"notrack": [{"proto": "udp", "ports": [53, 853], "direction": "out", "local_ports": [5353]}]})
+    assert state["raw"]["chains"]["NG-CT-PREROUTING"] == [
+        "-p udp -m addrtype --dst-type LOCAL -m udp --dport 5353 -m multiport --sports 53,853 -j CT --notrack"]
+
+
+def test_forwarded_notrack_accepts_untracked_in_forward_only():
+    state = _state({"forward": {"enabled": True},
+                    "notrack": [{"proto": "udp", "ports": [4789], "forwarded": True, "destinations": ["10.5.0.0/16"]}]})
+    assert state["raw"]["chains"]["NG-CT-PREROUTING"] == [
+        "-d 10.5.0.0/16 -p udp -m udp --dport 4789 -j CT --notrack",
+        "-s 10.5.0.0/16 -p udp -m udp --sport 4789 -j CT --notrack"]
+    assert "NG-CT-OUTPUT" not in state["raw"]["chains"]
+    assert [r for r in state["filter"]["chains"]["NG-CT-FORWARD"] if "UNTRACKED" in r] == [
+        "-d 10.5.0.0/16 -p udp -m udp --dport 4789 -m conntrack --ctstate UNTRACKED -j ACCEPT",
+        "-s 10.5.0.0/16 -p udp -m udp --sport 4789 -m conntrack --ctstate UNTRACKED -j ACCEPT"]
+    assert not any("UNTRACKED" in r for r in state["filter"]["chains"]["NG-CT-INPUT"])
+
+
+def test_udplite_uses_multiport_because_it_has_no_match_of_its_own():
+    state = _state({"input": {"services": [{"proto": "udplite", "ports": [5000]}]}})
+    assert "-p udplite -m multiport --dports 5000 -m conntrack --ctstate NEW -j ACCEPT" in \
+        state["filter"]["chains"]["NG-CT-INPUT"]
