@@ -348,10 +348,13 @@ options:
         choices: [ACCEPT, DROP]
   lockout_guard:
     description:
-      - Refuse to apply rules that would drop new SSH connections from the controller (the address and port in the
-        C(SSH_CONNECTION) environment of the module), before anything changes.
-      - C(sudo) removes C(SSH_CONNECTION) unless C(env_keep) lists it; without it the guard cannot check anything, so
-        use O(rollback_timeout) when changing the rules of remote hosts.
+      - Refuse, before anything changes, rules under which the SSH session the module runs in would be cut. The
+        guard evaluates the filter table as it will be after the apply (other software's rules, the owned chains,
+        the resulting INPUT and OUTPUT policies) for the session's replies (OUTPUT), its packets and a new connection
+        from the controller (INPUT).
+      - The session is read from C(SSH_CONNECTION), or from the nearest parent process that still has it when
+        C(sudo) or C(su) removed it from the module's environment.
+      - Also applies to O(state=absent).
     type: bool
     default: true
   rollback_timeout:
@@ -511,8 +514,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json, host_io
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import guard as fw_guard
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import model as fw_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render as fw_render
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as fw_save
 
 _LIST_STR = dict(type="list", elements="str")
 
@@ -603,16 +608,22 @@ def argument_spec():
     )
 
 
-def _ssh_endpoint(environ):
-    """(client address, server port) of the SSH connection the module runs under, or None."""
-    parts = (environ.get("SSH_CONNECTION") or "").split()
-    if len(parts) == 4 and parts[3].isdigit():
-        return parts[0], int(parts[3])
-    return None
-
-
 def _diff_text(states, families):
     return "".join("# %s\n%s" % (family, fw_render.state_text(states[family])) for family in families)
+
+
+def _lockout_guard(model, live, current, desired, endpoint):
+    """Refuse, before anything changes, rules under which the SSH session the module runs in would be cut."""
+    family = "ipv6" if ":" in endpoint[0] else "ipv4"
+    if family not in model["families"]:
+        return
+    problem = fw_guard.check(live[family], current[family], desired[family], endpoint)
+    if problem:
+        chain, what = problem
+        field = "policies.output" if chain == "OUTPUT" else "input"
+        raise fw_model.FirewallModelError(
+            field, "lockout guard: with these rules %s of this SSH connection (%s port %d -> %s port %d); allow it, "
+                   "or set lockout_guard=false and use rollback_timeout" % ((what,) + tuple(endpoint)))
 
 
 def run_module(module, environ):
@@ -623,30 +634,28 @@ def run_module(module, environ):
     present = params["state"] == "present"
     if params["rollback_timeout"] < 0:
         raise fw_model.FirewallModelError("rollback_timeout", "must be 0 (off) or a number of seconds")
-    endpoint = _ssh_endpoint(environ)
-    if present and params["lockout_guard"] and endpoint and not fw_render.admits_new_tcp(model, *endpoint):
-        raise fw_model.FirewallModelError(
-            "input.services", "the baseline would drop new SSH connections from %s to port %d (this very connection); "
-                              "allow that port, or set lockout_guard=false and use rollback_timeout" % endpoint)
-
     host = fw_apply.Host(module)
+    endpoint = host.ssh_connection(environ) if params["lockout_guard"] else None
     resolved = host.resolve(params["backend"], model["families"])
     result["backend"] = resolved["backend"]
     for warning in host.other_backend_warnings(resolved):
         module.warn(warning)
 
-    if params["confirm"]:
-        result["rollback_cancelled"] = host.confirm(params["state_dir"], params["rollback_token"], module.check_mode)
-        result["changed"] = bool(result["rollback_cancelled"])
-
     policy_chains = fw_render.managed_policy_chains(model)
-    current = dict((family, host.owned(resolved, family, model["prefix"], policy_chains))
+    live = dict((family, host.live(resolved, family)) for family in model["families"])
+    current = dict((family, fw_save.owned_state(live[family], model["prefix"], policy_chains))
                    for family in model["families"])
     if present:
         desired = fw_render.render_families(model)
         result["rules"] = dict((family, fw_render.render_restore(desired[family])) for family in model["families"])
     else:
         desired = dict((family, fw_render.absent_state(model)) for family in model["families"])
+    if endpoint:
+        _lockout_guard(model, live, current, desired, endpoint)
+
+    if params["confirm"]:
+        result["rollback_cancelled"] = host.confirm(params["state_dir"], params["rollback_token"], module.check_mode)
+        result["changed"] = bool(result["rollback_cancelled"])
     result["changed_families"] = [family for family in model["families"]
                                   if not fw_render.states_equal(current[family], desired[family])]
 

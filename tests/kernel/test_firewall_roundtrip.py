@@ -44,8 +44,10 @@ model = st.fixed_dictionaries({
     "notrack": st.lists(st.fixed_dictionaries({
         "proto": st.sampled_from(["tcp", "udp"]), "ports": st.lists(port, min_size=1, max_size=3),
     }, optional={"direction": st.sampled_from(["in", "out", "both"]), "accept": st.booleans(),
+                 "local_ports": st.lists(port, min_size=1, max_size=3),
                  "sources": st.lists(st.sampled_from(SOURCES), max_size=2, unique=True),
-                 "comment": COMMENT}), max_size=2),
+                 "comment": COMMENT}).filter(lambda d: d.get("direction", "in") != "in" or "local_ports" not in d),
+        max_size=2),
     "policies": st.fixed_dictionaries({}, optional={"forward": st.sampled_from(["ACCEPT", "DROP"])}),
 })
 

@@ -25,6 +25,7 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall impo
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import guard
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as save
 
@@ -141,6 +142,30 @@ class Host(object):
 
     def owned(self, resolved, family, prefix, policy_chains):
         return save.owned_state(self.save(resolved["tools"][family]), prefix, policy_chains)
+
+    def live(self, resolved, family):
+        """The whole parsed rule set of one family (the lockout guard follows foreign rules too)."""
+        return self.save(resolved["tools"][family])
+
+    def ssh_connection(self, environ):
+        """(client, client port, server, server port) of the SSH session this module runs under, looked up through
+        the parent processes when sudo/su removed SSH_CONNECTION from the environment; None when there is none."""
+
+        def read_environ(pid):
+            try:
+                with open("/proc/%d/environ" % pid, "rb") as handle:
+                    return handle.read()
+            except (IOError, OSError):
+                return None
+
+        def read_ppid(pid):
+            stat = read_or_none("/proc/%d/stat" % pid)
+            if not stat or ")" not in stat:
+                return None
+            fields = stat.rsplit(")", 1)[1].split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+        return guard.find_ssh_connection(environ, read_environ, read_ppid, os.getpid())
 
     def recover(self, resolved, prefix, policy_chains, previous, families):
         ok = True

@@ -13,8 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ipaddress
-
 JUMP_COMMENT = "nodeguard.conntrack baseline"
 _NO_QUOTE = set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 MULTIPORT_SLOTS = 15
@@ -400,41 +398,3 @@ def state_text(state):
 def render_families(model):
     """{family: desired state} for the model's families."""
     return dict((family, desired_state(model, family)) for family in model["families"])
-
-
-def _port_covers(ports, port):
-    for item in ports:
-        if ":" in item:
-            low, high = item.split(":")
-            if int(low) <= port <= int(high):
-                return True
-        elif int(item) == port:
-            return True
-    return False
-
-
-def admits_new_tcp(model, address, port):
-    """Would the baseline still let a NEW TCP connection from ``address`` to local ``port`` in?
-
-    Used as a lockout guard with the address and port of the controller's SSH connection. Interface-scoped
-    services are assumed to match (the arrival interface is not known here).
-    """
-    section = model["input"]
-    drops_rest = section["enabled"] and section["final_action"] != "return"
-    if model["policies"].get("INPUT") == "DROP":
-        drops_rest = True
-    if not drops_rest:
-        return True
-    if not section["enabled"]:
-        return False
-    client = ipaddress.ip_address(address)
-    for service in section["services"]:
-        if service["proto"] != "tcp" or not _port_covers(service["ports"], port):
-            continue
-        if not service["sources"]:
-            return True
-        for _family, text in service["sources"]:
-            network = ipaddress.ip_network(text)
-            if network.version == client.version and client in network:
-                return True
-    return False

@@ -109,17 +109,6 @@ def test_states_compare_ignoring_chain_order_and_diff_text():
     assert render.states_equal({}, render.absent_state(normalise_model({})))
 
 
-def test_lockout_guard_logic():
-    closed = normalise_model({"input": {"final_action": "drop", "services": [{"ports": [443]}]}})
-    assert not render.admits_new_tcp(closed, "192.0.2.10", 22)
-    ranged = normalise_model({"input": {"final_action": "drop",
-                                        "services": [{"ports": ["20:25"], "sources": ["192.0.2.0/24"]}]}})
-    assert render.admits_new_tcp(ranged, "192.0.2.10", 22)
-    assert not render.admits_new_tcp(ranged, "198.51.100.1", 22)
-    assert render.admits_new_tcp(normalise_model({}), "192.0.2.10", 22)  # final return: the policy decides
-    assert not render.admits_new_tcp(normalise_model({"policies": {"input": "DROP"}}), "192.0.2.10", 22)
-
-
 def test_outgoing_notrack_is_bounded_to_the_client_ports_and_never_admits_a_syn():
     state = _state({"notrack": [{"proto": "tcp", "ports": [443], "direction": "out"}]})
     accept = [r for r in state["filter"]["chains"]["NG-CT-INPUT"] if "UNTRACKED" in r]
