@@ -31,6 +31,8 @@ options:
         V(timeout_profile) (V(kernel_default), V(kubernetes), V(high_churn), V(udp_heavy)), V(timeouts)
         (per-timeout overrides), V(knobs) (other knobs, or a pinned max/buckets), V(longest_idle_tcp_flow),
         V(longest_idle_udp_flow) (seconds), V(memory_mb), V(cpus).
+      - Numbers may be given as numeric strings (as C(-e) extra vars and some inventories give them), also the
+        values of V(timeouts) and V(knobs); anything else that is not a number fails naming the field.
       - The result is never below the kernel's own default for the host's memory and kernel version unless
         V(knobs.max)/V(knobs.buckets) pin it.
     type: dict
@@ -85,10 +87,51 @@ _value:
       elements: str
 """
 
+import re
+
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._sizing import size
+
+
+# Inventory values, -e extra vars and some templates give numbers as strings ("200000"): a numeric string counts
+# as the number. Anything else is passed on unchanged, so the sizing code rejects it naming the field.
+_INT_FIELDS = frozenset((
+    "peak_flows", "per_cpu_floor", "min_max", "max_cap", "memory_mb", "cpus", "entry_bytes", "buckets_ratio",
+    "longest_idle_tcp_flow", "longest_idle_udp_flow",
+))
+_NUMBER_FIELDS = frozenset(("new_flows_per_second", "avg_flow_lifetime", "headroom", "memory_budget_pct"))
+_KNOB_MAP_FIELDS = frozenset(("timeouts", "knobs"))
+_INT_TEXT = re.compile(r"^\s*[+-]?[0-9]+\s*$")
+_NUMBER_TEXT = re.compile(r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$")
+
+
+def _from_text(field, value, integer):
+    if not isinstance(value, str):
+        return value
+    if _INT_TEXT.match(value):
+        return int(value)
+    if _NUMBER_TEXT.match(value):
+        number = float(value)
+        if integer and not number.is_integer():
+            raise AnsibleFilterError("conntrack_sizing: %s: must be an integer, got %r" % (field, value))
+        return int(number) if integer else number
+    raise AnsibleFilterError("conntrack_sizing: %s: must be %s, got %r"
+                             % (field, "an integer" if integer else "a number", value))
+
+
+def _coerce(spec):
+    out = {}
+    for field, value in spec.items():
+        if field in _INT_FIELDS:
+            value = _from_text(field, value, True)
+        elif field in _NUMBER_FIELDS:
+            value = _from_text(field, value, False)
+        elif field in _KNOB_MAP_FIELDS and isinstance(value, dict):
+            value = dict((name, _from_text("%s.%s" % (field, name), v, True)) for name, v in value.items())
+        out[field] = value
+    return out
 
 
 def conntrack_sizing(spec, memory_mb=None, cpus=None):
@@ -101,6 +144,7 @@ def conntrack_sizing(spec, memory_mb=None, cpus=None):
         merged["memory_mb"] = memory_mb
     if cpus is not None:
         merged["cpus"] = cpus
+    merged = _coerce(merged)
     try:
         return size(merged)
     except NodeguardError as exc:

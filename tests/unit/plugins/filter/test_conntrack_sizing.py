@@ -44,3 +44,27 @@ def test_monotonic_through_the_filter(a, b, mem, cpus):
     lo = conntrack_sizing(dict(spec, peak_flows=low), memory_mb=mem, cpus=cpus)["settings"]["max"]
     hi = conntrack_sizing(dict(spec, peak_flows=high), memory_mb=mem, cpus=cpus)["settings"]["max"]
     assert lo <= hi
+
+
+def test_numeric_strings_size_like_numbers():
+    spec = {"peak_flows": 200000, "new_flows_per_second": 2000, "avg_flow_lifetime": 150, "headroom": 1.5,
+            "min_max": 65536, "memory_budget_pct": 5, "timeouts": {"tcp_timeout_established": 86400}}
+    as_text = {"peak_flows": "200000", "new_flows_per_second": "2000", "avg_flow_lifetime": " 150 ",
+               "headroom": "1.5", "min_max": "65536", "memory_budget_pct": "5e0",
+               "timeouts": {"tcp_timeout_established": "86400"}}
+    assert conntrack_sizing(as_text, memory_mb="8192", cpus="4") == conntrack_sizing(spec, memory_mb=8192, cpus=4)
+
+
+@pytest.mark.parametrize("spec, kwargs, field", [
+    ({"peak_flows": "lots"}, {"memory_mb": 1024, "cpus": 1}, "peak_flows"),
+    ({"peak_flows": "1.5"}, {"memory_mb": 1024, "cpus": 1}, "peak_flows"),
+    ({"peak_flows": ""}, {"memory_mb": 1024, "cpus": 1}, "peak_flows"),
+    ({"peak_flows": 10, "headroom": "1,5"}, {"memory_mb": 1024, "cpus": 1}, "headroom"),
+    ({"peak_flows": 10}, {"memory_mb": "1024", "cpus": "two"}, "cpus"),
+    ({"peak_flows": 10, "knobs": {"expect_max": "many"}}, {"memory_mb": 1024, "cpus": 1}, "knobs.expect_max"),
+    ({"peak_flows": "-5"}, {"memory_mb": 1024, "cpus": 1}, "peak_flows"),
+])
+def test_non_numeric_strings_fail_naming_the_field(spec, kwargs, field):
+    with pytest.raises(AnsibleFilterError) as info:
+        conntrack_sizing(spec, **kwargs)
+    assert "conntrack_sizing: %s:" % field in str(info.value)
