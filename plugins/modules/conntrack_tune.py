@@ -24,6 +24,8 @@ description:
     (containers). What happens then is set by O(readonly_policy); by default each such knob is reported as
     skipped, not applicable.
   - Reads every value back after writing it and fails if the kernel did not take it.
+  - Warns when a later C(sysctl.d) file (or C(/etc/sysctl.conf)) sets one of the same keys to another value, since it
+    overrides the persisted value at boot.
   - All input is validated before anything on the host changes.
   - The P(nodeguard.conntrack.conntrack_tuning#role) role sizes the values and calls this module.
 options:
@@ -31,7 +33,11 @@ options:
     description:
       - Knobs to set, by short name (V(max), V(tcp_timeout_established)) or full key
         (V(net.netfilter.nf_conntrack_max)). Only knobs on the collection's allow-list are accepted.
-      - Values are non-negative integers (seconds for timeouts, 0 or 1 for switches).
+      - Values are non-negative integers (seconds for timeouts, 0 or 1 for switches), within what the kernel accepts
+        (V(max) at most 2147483647, timeouts at most 2147483 s, INT_MAX / HZ at HZ=1000), all checked before
+        anything is written. The V(helper) knob is not accepted (removed in kernel 6.0; automatic helper assignment
+        is a security anti-pattern).
+      - Live writes go per-namespace knobs first, then V(max), V(expect_max), and V(buckets) last.
       - V(buckets) is rounded up by the kernel to a multiple of 512; the module expects that rounding.
         Writing V(buckets) resizes the hash table live and moves the C(nf_conntrack) C(hashsize) parameter with it.
     type: dict
@@ -76,6 +82,14 @@ options:
     type: str
     choices: [auto, always, never]
     default: auto
+  buckets_live:
+    description:
+      - Resize the hash table (V(buckets)) live. A live resize rehashes every entry with all locks held and softirqs
+        off, a stall proportional to the entry count; the module warns whenever it does one.
+      - With V(false) a new V(buckets) value is only persisted and takes effect at the next boot (reported as skipped).
+    type: bool
+    default: true
+    version_added: 0.2.0
   load_module:
     description: Load the conntrack module first when it is loadable but not loaded, so its keys exist to be set.
     type: bool
@@ -219,6 +233,7 @@ def _validate(params):
         "raise_only": params["raise_only"],
         "readonly_policy": params["readonly_policy"],
         "autoload": params["autoload"],
+        "buckets_live": params.get("buckets_live", True),
     }
     _tune.validate_policy(policy)
     try:
@@ -251,6 +266,7 @@ def main():
             raise_only=dict(type="bool", default=False),
             readonly_policy=dict(type="str", choices=["skip", "warn", "fail"], default="skip"),
             autoload=dict(type="str", choices=["auto", "always", "never"], default="auto"),
+            buckets_live=dict(type="bool", default=True),
             load_module=dict(type="bool", default=True),
             sysctl_file=dict(type="path", default=_tune.DEFAULT_PATHS["sysctl"]),
             modules_load_file=dict(type="path", default=_tune.DEFAULT_PATHS["modules_load"]),

@@ -17,6 +17,7 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import (
     KNOBS,
     SCOPE_HOST,
+    check_value,
     SCOPE_READONLY,
     UnknownKnobError,
     short_name,
@@ -27,8 +28,12 @@ BUCKET_GRANULARITY = 512
 # the kernel may round buckets up by more than 512 on large-page architectures; never by this much
 BUCKET_ROUNDING_LIMIT = 8192
 RAISE_ONLY_KNOBS = ("max", "buckets", "expect_max")
-# buckets first (a live resize), then the limits that depend on it, then everything else by name
+# order of the sysctl.d file (unchanged, so existing files stay byte-identical)
 WRITE_ORDER = {"buckets": 0, "max": 1, "expect_max": 2}
+# order of the live writes: every value is range-checked before the first write, and the one costly, global change
+# (buckets: a live rehash of every entry) comes last, so a refused write cannot leave the table resized and the
+# rest unapplied
+APPLY_ORDER = {"max": 1, "expect_max": 2, "buckets": 3}
 
 READONLY_POLICIES = ("skip", "warn", "fail")
 AUTOLOAD_CHOICES = ("auto", "always", "never")
@@ -42,6 +47,8 @@ DEFAULT_PATHS = {
 STANDARD_SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
 HEADER = ("# Managed by Ansible (nodeguard.conntrack.conntrack_tune). Do not edit: local changes are overwritten.\n"
           "# Remove with conntrack_tune state=absent (or the conntrack_tuning role).\n")
+
+PROC_SYS_DIR_FOR_UDEV = "/proc/sys/net/netfilter"
 
 STATUS_CHANGED = "changed"
 STATUS_UNCHANGED = "unchanged"
@@ -82,6 +89,10 @@ def normalize_knobs(knobs):
             raise TuneError(field, "must be 0 or 1, got %d" % value)
         if short in ("buckets",) and value == 0:
             raise TuneError(field, "must be > 0")
+        # what the kernel would refuse with EINVAL (max above INT_MAX, a timeout above INT_MAX / HZ, ...)
+        problem = check_value(short, value)
+        if problem:
+            raise TuneError(field, problem)
         result[short] = value
     return result
 
@@ -103,10 +114,17 @@ def validate_policy(policy):
         raise TuneError("state", "must be present or absent")
 
 
-def kernel_expected(short, desired):
-    """The value the kernel stores when ``desired`` is written (buckets round up to a multiple of 512)."""
+def bucket_granularity(page_size):
+    """The kernel allocates the hash table in whole pages of 8-byte buckets: 512 on 4 KiB pages, 8192 on 64 KiB."""
+    if not isinstance(page_size, int) or page_size < 4096:
+        return BUCKET_GRANULARITY
+    return page_size // 8
+
+
+def kernel_expected(short, desired, granularity=BUCKET_GRANULARITY):
+    """The value the kernel stores when ``desired`` is written (buckets round up to whole pages)."""
     if short == "buckets":
-        return -(-desired // BUCKET_GRANULARITY) * BUCKET_GRANULARITY
+        return -(-desired // granularity) * granularity
     return desired
 
 
@@ -147,6 +165,10 @@ def _order(short):
     return (WRITE_ORDER.get(short, 9), short)
 
 
+def _apply_order(short):
+    return (APPLY_ORDER.get(short, 0), short)
+
+
 def render_sysctl(values, hide_failures):
     """sysctl.d content. ``hide_failures``: keys that cannot be written here get systemd's/procps' '-'
     prefix (errors ignored), so a container's boot does not log a failure for a host-scope knob."""
@@ -171,15 +193,71 @@ def udev_command(sysctl_path, systemd_sysctl, sysctl_bin):
     return "%s -q -p %s" % (sysctl_bin or "/sbin/sysctl", sysctl_path)
 
 
-def render_udev_rule(command):
-    return (HEADER + "# nf_conntrack registers its net.netfilter keys when it loads, which can be after systemd-sysctl ran\n"
-            "# (systemd issue 1113): re-apply them when the module appears.\n"
+def udev_waits_for_keys(release):
+    """Before 5.11 (commit 38dc717e9715) a module's udev "add" event can fire before the module has finished
+    initialising, so the rule's command may run before the net.netfilter keys exist: wait for them there."""
+    version = parse_release(release)
+    return version is None or version < (5, 11)
+
+
+def render_udev_rule(command, wait_for_keys=False):
+    comment = ("# nf_conntrack registers its net.netfilter keys when it loads, which can be after systemd-sysctl ran\n"
+               "# (systemd issue 1113): re-apply them when the module appears.\n")
+    if wait_for_keys:
+        comment += ("# Before kernel 5.11 the add event can come before the module has initialised: wait for its keys.\n")
+        # no '$' in the command: udev would substitute it
+        command = ("/bin/sh -c 'for n in %s; do [ -e %s/nf_conntrack_max ] && break; sleep 0.2; done; exec %s'"
+                   % (" ".join(str(n) for n in range(1, 51)), PROC_SYS_DIR_FOR_UDEV, command))
+    return (HEADER + comment +
             'ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", RUN+="%s"\n' % command)
 
 
 def render_modprobe(buckets):
     return (HEADER + "# Hash table size when nf_conntrack loads (a loaded or built-in module ignores this file).\n"
             "options nf_conntrack hashsize=%d\n" % buckets)
+
+
+def parse_sysctl(text):
+    """{sysctl key (dotted): value string} of one sysctl.d file (later lines win; '-' prefixes dropped)."""
+    values = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.strip().lstrip("-").strip().replace("/", ".")
+        values[key] = value.strip()
+    return values
+
+
+def sysctl_overrides(our_path, files, keys):
+    """Which other sysctl files win over ``our_path`` for ``keys`` at boot.
+
+    systemd-sysctl (and ``sysctl --system``) read every ``*.conf`` of the sysctl.d directories in the order of their
+    file names, a later file overriding an earlier one; a name in /etc masks the same name further down; procps also
+    reads /etc/sysctl.conf last (Debian links it as 99-sysctl.conf). ``files``: {path: content}.
+    Returns {key: [{"path", "value"}]}, the files after ours that set the key, in the order they apply.
+    """
+    ours = os.path.basename(our_path)
+    chosen = {}
+    for directory in STANDARD_SYSCTL_DIRS:
+        for path in sorted(files):
+            if os.path.dirname(path) == directory and path.endswith(".conf"):
+                chosen.setdefault(os.path.basename(path), path)
+    order = [chosen[name] for name in sorted(chosen) if name > ours and chosen[name] != our_path]
+    if "/etc/sysctl.conf" in files and os.path.realpath("/etc/sysctl.conf") not in order:
+        order.append("/etc/sysctl.conf")
+    result = {}
+    seen = set()
+    for path in order:
+        if path in seen:
+            continue
+        seen.add(path)
+        values = parse_sysctl(files.get(path))
+        for key in keys:
+            if key in values:
+                result.setdefault(key, []).append({"path": path, "value": values[key]})
+    return result
 
 
 def plan(env, desired, policy, files_before, paths, modes_before=None):
@@ -198,9 +276,10 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
     persist_values = {}
     hide = set()
     present = policy["state"] == "present"
-    for short in sorted(desired, key=_order):
+    granularity = bucket_granularity(env.get("page_size"))
+    for short in sorted(desired, key=_apply_order):
         want = desired[short]
-        expected = kernel_expected(short, want)
+        expected = kernel_expected(short, want, granularity)
         live = env["live"].get(short)
         writable = bool(env["writable"].get(short))
         scope = KNOBS[short][0]
@@ -236,18 +315,40 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
         elif not policy["apply_live"]:
             item["status"] = STATUS_SKIPPED
             item["reason"] = "apply_live=false: persisted only, live value %d left alone" % live
+        elif short == "buckets" and policy.get("buckets_live") is False:
+            item["status"] = STATUS_SKIPPED
+            item["reason"] = ("buckets_live=false: deferred to the next boot (persisted), live value %d left alone; "
+                              "a live resize rehashes every entry with all locks held" % live)
         else:
             item["status"] = STATUS_CHANGED
             item["after"] = expected
             item["write"] = want
             item["reason"] = "%d -> %d" % (live, expected)
             if expected != want:
-                item["reason"] += " (the kernel rounds buckets up to a multiple of %d)" % BUCKET_GRANULARITY
+                item["reason"] += " (the kernel rounds buckets up to a multiple of %d)" % granularity
+            if short == "buckets":
+                warnings.append("buckets %d -> %d resizes the hash table live: the kernel rehashes every entry with all "
+                                "locks held and softirqs off, a stall proportional to the entry count (%s now); on a "
+                                "busy host set buckets_live=false to defer it to the next boot"
+                                % (live, expected, "unknown" if env["live"].get("count") is None
+                                   else "{:,}".format(env["live"]["count"])))
         if present and not writable and (scope == SCOPE_HOST and env.get("init_netns") is False):
             hide.add(short)
         persist_values[short] = persist_value
         item["persisted"] = bool(present and policy["persist"])
         knobs.append(item)
+
+    overrides = {}
+    if present and policy["persist"] and env.get("sysctl_files") is not None:
+        overrides = sysctl_overrides(paths["sysctl"], env["sysctl_files"], [k["key"] for k in knobs])
+        for item in knobs:
+            later = [o for o in overrides.get(item["key"], []) if o["value"] != str(persist_values.get(item["name"]))]
+            item["overridden_by"] = later
+            if later:
+                warnings.append("%s: %s sets %s = %s and is read after %s at boot, so it overrides the value persisted "
+                                "here (%s); remove the key there or manage it in one place"
+                                % (item["name"], later[-1]["path"], item["key"], later[-1]["value"], paths["sysctl"],
+                                   persist_values.get(item["name"])))
 
     loadable = env.get("conntrack") in ("module", "loadable")
     wanted_files = {}
@@ -257,7 +358,8 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
         if autoload:
             wanted_files["modules_load"] = render_modules_load(module_name(env.get("kernel_release")))
             wanted_files["udev_rule"] = render_udev_rule(
-                udev_command(paths["sysctl"], env.get("systemd_sysctl"), env.get("sysctl_bin")))
+                udev_command(paths["sysctl"], env.get("systemd_sysctl"), env.get("sysctl_bin")),
+                udev_waits_for_keys(env.get("kernel_release")))
         else:
             wanted_files["modules_load"] = None
             wanted_files["udev_rule"] = None

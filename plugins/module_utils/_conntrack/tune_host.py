@@ -45,9 +45,37 @@ def read_environment(shorts):
     if "buckets" in writable and env["live"]["buckets"] is not None and not writable["buckets"] \
             and env["hashsize_writable"]:
         writable["buckets"] = True
+    env["page_size"] = os.sysconf("SC_PAGE_SIZE")
+    env["sysctl_files"] = read_sysctl_files()
     env["systemd_sysctl"] = _first_existing(SYSTEMD_SYSCTL_CANDIDATES)
     env["sysctl_bin"] = _first_existing(SYSCTL_CANDIDATES)
     return env
+
+
+def read_sysctl_files(dirs=None, extra=("/etc/sysctl.conf",)):
+    """{path: content} of every *.conf in the sysctl.d directories and /etc/sysctl.conf (unreadable ones skipped)."""
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.tune import STANDARD_SYSCTL_DIRS
+    files = {}
+    for directory in dirs or STANDARD_SYSCTL_DIRS:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".conf"):
+                path = os.path.join(directory, name)
+                try:
+                    with open(path) as handle:
+                        files[path] = handle.read(1024 * 1024)
+                except (IOError, OSError, UnicodeDecodeError):
+                    continue
+    for path in extra:
+        try:
+            with open(path) as handle:
+                files[path] = handle.read(1024 * 1024)
+        except (IOError, OSError, UnicodeDecodeError):
+            continue
+    return files
 
 
 def write_knob(short, value):

@@ -24,11 +24,12 @@ def _by_name(result):
     return dict((k["name"], k) for k in result["knobs"])
 
 
-def test_changes_only_what_differs_and_orders_buckets_first():
+def test_changes_only_what_differs_and_writes_buckets_last():
     result = _plan({"max": 262144, "buckets": 262144, "udp_timeout": 30},
                    {"max": 524288, "buckets": 262144, "udp_timeout": 30})
     knobs = _by_name(result)
-    assert [k["name"] for k in result["knobs"]] == ["buckets", "max", "udp_timeout"]
+    # buckets (a live rehash, global) last: a refused later write cannot leave the table resized (issue 13)
+    assert [k["name"] for k in result["knobs"]] == ["udp_timeout", "max", "buckets"]
     assert knobs["max"]["status"] == "changed" and knobs["max"]["after"] == 524288
     assert knobs["buckets"]["status"] == "unchanged"
     assert knobs["udp_timeout"]["status"] == "unchanged"
@@ -125,8 +126,32 @@ def test_loadable_module_files(release, name):
     assert files["modules_load"]["after"].endswith("\n%s\n" % name)
     assert files["modprobe"]["after"].endswith("options nf_conntrack hashsize=524288\n")
     rule = files["udev_rule"]["after"].splitlines()[-1]
-    assert rule == ('ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", '
-                    'RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"')
+    if release.startswith("6."):
+        assert rule == ('ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", '
+                        'RUN+="/usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter"')
+    else:
+        # before 5.11 the add event can precede the module's init: the rule waits for the keys first
+        assert rule.startswith('ACTION=="add", SUBSYSTEM=="module", KERNEL=="nf_conntrack", RUN+="/bin/sh -c \'for n')
+        assert "[ -e /proc/sys/net/netfilter/nf_conntrack_max ] && break" in rule
+        assert rule.endswith("exec /usr/lib/systemd/systemd-sysctl --prefix=/net/netfilter'\"")
+        assert "$" not in rule  # udev substitutes '$'
+
+
+def test_udev_wait_only_before_5_11():
+    assert _tune.udev_waits_for_keys("5.10.0-28-amd64") and _tune.udev_waits_for_keys("4.18.0")
+    assert not _tune.udev_waits_for_keys("5.11.0") and not _tune.udev_waits_for_keys("6.1.0")
+
+
+def test_udev_wait_loop_runs_in_a_shell(tmp_path):
+    # the command part of the rule is a real sh program: it ends once the key exists and then runs the command
+    import shlex
+    import subprocess
+    rule = _tune.render_udev_rule("/bin/echo reapplied", True).splitlines()[-1]
+    command = rule.split('RUN+="', 1)[1][:-1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["/bin/sh", "-c"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "reapplied"
 
 
 def test_udev_command_names_a_file_outside_sysctl_dirs():
@@ -217,3 +242,62 @@ def test_container_with_raise_only_reports_not_applicable_without_complaint(poli
                   raise_only=True, readonly_policy=policy)
     assert len(lower["errors"]) == (1 if policy == "fail" else 0)
     assert len(lower["warnings"]) == (1 if policy == "warn" else 0)
+
+
+# ---- issue 13: ranges, 64K pages, live resize, sysctl.d overrides, helper ---------------------------------------
+
+@pytest.mark.parametrize("knobs, field", [
+    ({"max": 2 ** 31}, "knobs.max"),                                  # above INT_MAX: EINVAL after buckets moved
+    ({"net.netfilter.nf_conntrack_max": 2 ** 40}, "knobs.net.netfilter.nf_conntrack_max"),
+    ({"tcp_timeout_established": 2147484}, "knobs.tcp_timeout_established"),  # above INT_MAX / HZ (HZ=1000)
+    ({"buckets": 2 ** 31}, "knobs.buckets"),
+    ({"events": 7}, "knobs.events"),
+    ({"helper": 1}, "knobs.helper"),                                  # removed in 6.0; an anti-pattern
+])
+def test_kernel_ranges_checked_before_anything(knobs, field):
+    with pytest.raises(TuneError) as info:
+        normalize_knobs(dict(knobs, udp_timeout=60))
+    assert info.value.field == field
+
+
+def test_timeout_at_int_max_over_hz_is_accepted():
+    assert normalize_knobs({"tcp_timeout_established": 2147483}) == {"tcp_timeout_established": 2147483}
+
+
+def test_64k_pages_buckets_not_changed_every_run():
+    env = _env({"buckets": 262144})
+    env["page_size"] = 65536
+    # the kernel rounds 100,000 up to whole 64 KiB pages (8192 buckets each): 106,496
+    first = _by_name(plan(dict(env, live={"buckets": 262144}), {"buckets": 100000}, POLICY, {}, PATHS))["buckets"]
+    assert first["after"] == 106496
+    again = _by_name(plan(dict(env, live={"buckets": 106496}), {"buckets": 100000}, POLICY, {}, PATHS))["buckets"]
+    assert again["status"] == "unchanged"
+
+
+def test_live_buckets_change_warns_and_can_be_deferred():
+    result = _plan({"buckets": 262144, "count": 180000}, {"buckets": 524288})
+    assert any("rehashes every entry" in w and "180,000" in w for w in result["warnings"])
+    deferred = _plan({"buckets": 262144}, {"buckets": 524288}, buckets_live=False)
+    item = _by_name(deferred)["buckets"]
+    assert item["status"] == "skipped" and "deferred to the next boot" in item["reason"]
+    assert "net.netfilter.nf_conntrack_buckets = 524288" in deferred["files"]["sysctl"]["after"]
+
+
+def test_later_sysctl_file_overriding_ours_is_reported():
+    env = _env({"max": 262144, "udp_timeout": 30})
+    env["sysctl_files"] = {
+        "/etc/sysctl.d/10-early.conf": "net.netfilter.nf_conntrack_max = 1\n",            # before ours: harmless
+        "/etc/sysctl.d/99-sysctl.conf": "# local\nnet.netfilter.nf_conntrack_max=131072\n",  # after ours: wins
+        "/usr/lib/sysctl.d/95-k8s.conf": "-net/netfilter/nf_conntrack_udp_timeout = 60\n",  # same value: fine
+    }
+    result = plan(env, {"max": 524288, "udp_timeout": 60}, POLICY, {}, PATHS)
+    knobs = _by_name(result)
+    assert [o["path"] for o in knobs["max"]["overridden_by"]] == ["/etc/sysctl.d/99-sysctl.conf"]
+    assert knobs["udp_timeout"]["overridden_by"] == []
+    assert any("99-sysctl.conf" in w and "overrides" in w for w in result["warnings"])
+
+
+def test_etc_masks_the_same_name_in_usr_lib():
+    files = {"/usr/lib/sysctl.d/99-x.conf": "net.netfilter.nf_conntrack_max = 5\n",
+             "/etc/sysctl.d/99-x.conf": "# emptied by the admin\n"}
+    assert _tune.sysctl_overrides(PATHS["sysctl"], files, ["net.netfilter.nf_conntrack_max"]) == {}
