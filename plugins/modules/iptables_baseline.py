@@ -176,7 +176,10 @@ options:
         type: bool
         default: false
       accept_dnat:
-        description: Accept flows conntrack has DNATed (C(--ctstate DNAT)), for port forwarding through this host.
+        description:
+          - Accept flows conntrack has DNATed (C(--ctstate DNAT)), for port forwarding through this host.
+          - The accept sits in C(<prefix>FORWARD-DNAT), jumped to from the end of FORWARD; the owned FORWARD chain
+            returns DNATed flows, so C(DOCKER-USER), Docker's and CNI policy chains still decide on them first.
         type: bool
         default: false
       invalid_drop:

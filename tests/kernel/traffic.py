@@ -40,11 +40,11 @@ while True:
 
 _TCP_PROBE = r"""
 import socket, sys
-address, port, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+address, port, sport, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5]
 s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if sport:
-    s.bind(("", sport))
+if sport or source:
+    s.bind((source, sport))
 s.settimeout(float(sys.argv[4]))
 try:
     s.connect((address, port)); print("open")
@@ -81,9 +81,10 @@ def serve(ns: Netns, name: str, tcp=(), udp=()) -> subprocess.Popen:
     return proc
 
 
-def tcp(ns: Netns, address: str, port: int, sport: int = 0, timeout: float = 1.5) -> str:
-    """'open', 'refused' (the SYN passed and a RST came back) or 'timeout' (dropped)."""
-    return ns.run([sys.executable, "-c", _TCP_PROBE, address, str(port), str(sport), str(timeout)]).stdout.strip()
+def tcp(ns: Netns, address: str, port: int, sport: int = 0, timeout: float = 1.5, source: str = "") -> str:
+    """'open', 'refused' (the SYN passed and a RST came back) or 'timeout' (dropped); from ``source`` if given."""
+    return ns.run([sys.executable, "-c", _TCP_PROBE, address, str(port), str(sport), str(timeout),
+                   source]).stdout.strip()
 
 
 def udp(ns: Netns, address: str, port: int, sport: int = 0, timeout: float = 1.5) -> str:

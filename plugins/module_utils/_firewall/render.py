@@ -14,6 +14,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 JUMP_COMMENT = "nodeguard.conntrack baseline"
+# position of a jump rule appended at the end of its chain (owned_state reports a last, not first, jump so)
+LAST = -1
 _NO_QUOTE = set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 MULTIPORT_SLOTS = 15
 ICMP4_ESSENTIAL = (3, 11, 12)
@@ -35,6 +37,7 @@ def chain_names(prefix):
         "input_invalid": prefix + "INPUT-INVALID",
         "forward": prefix + "FORWARD",
         "forward_invalid": prefix + "FORWARD-INVALID",
+        "forward_dnat": prefix + "FORWARD-DNAT",
         "raw_prerouting": prefix + "PREROUTING",
         "raw_output": prefix + "OUTPUT",
     }
@@ -276,7 +279,9 @@ def desired_state(model, family):
     if section["enabled"]:
         rules = ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
         if section["accept_dnat"]:
-            rules.append("-m conntrack --ctstate DNAT -j ACCEPT")
+            # DNATed flows go on to the rest of FORWARD (DOCKER-USER, Docker's and CNI policy chains decide first);
+            # only what nobody decided reaches the owned chain appended at the end of FORWARD, which accepts them
+            rules.append("-m conntrack --ctstate DNAT -j RETURN")
         jumps, body = _invalid_rules(section["invalid_drop"], family, "forward", names["forward_invalid"])
         rules += jumps
         rules += notrack["forward"]
@@ -288,6 +293,9 @@ def desired_state(model, family):
         table["jumps"].append(("FORWARD", 1, jump_spec(names["forward"])))
         if jumps:
             table["chains"][names["forward_invalid"]] = body
+        if section["accept_dnat"]:
+            table["chains"][names["forward_dnat"]] = ["-m conntrack --ctstate DNAT -j ACCEPT"]
+            table["jumps"].append(("FORWARD", LAST, jump_spec(names["forward_dnat"])))
 
     if notrack["raw_prerouting"]:
         table = _table(state, "raw")
@@ -342,9 +350,15 @@ def render_restore(state):
         for chain in sorted(data["chains"]):
             lines += ["-A %s %s" % (chain, spec) for spec in data["chains"][chain]]
         for chain, position, spec in data["jumps"]:
-            lines.append("-I %s %d %s" % (chain, position, spec))
+            lines.append(_jump_line(chain, position, spec))
         lines.append("COMMIT")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _jump_line(chain, position, spec):
+    if position == LAST:
+        return "-A %s %s" % (chain, spec)
+    return "-I %s %d %s" % (chain, position, spec)
 
 
 def render_apply(current, desired):
@@ -368,7 +382,7 @@ def render_apply(current, desired):
         for chain in sorted(des["chains"]):
             lines += ["-A %s %s" % (chain, spec) for spec in des["chains"][chain]]
         for chain, position, spec in des["jumps"]:
-            lines.append("-I %s %d %s" % (chain, position, spec))
+            lines.append(_jump_line(chain, position, spec))
         for chain in sorted(set(cur["chains"]) - set(des["chains"])):
             lines.append("-X %s" % chain)
         lines.append("COMMIT")
@@ -388,7 +402,7 @@ def state_text(state):
         for chain in sorted(data["chains"]):
             lines.append(":%s - [0:0]" % chain)
         for chain, position, spec in sorted(data["jumps"]):
-            lines.append("-I %s %d %s" % (chain, position, spec))
+            lines.append(_jump_line(chain, position, spec))
         for chain in sorted(data["chains"]):
             lines += ["-A %s %s" % (chain, spec) for spec in data["chains"][chain]]
         lines.append("COMMIT")

@@ -10,7 +10,7 @@ where ``spec`` is the rule text after ``-A CHAIN`` exactly as iptables-save prin
 
 An *owned state* is ``{table: {"chains": {name: [spec]}, "jumps": [(chain, position, spec)], "policies": {}}}``:
 the chains whose name starts with the prefix, and every rule elsewhere that jumps (``-j``/``-g``) into one of them,
-with its 1-based position in its chain.
+with its 1-based position in its chain, or -1 when it is the last rule of its chain (and not also the first).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -113,10 +113,12 @@ def owned_state(ruleset, prefix, policy_chains=None):
         for chain in data["chains"]:
             if chain.startswith(prefix):
                 continue
-            for position, spec in enumerate(data["rules"].get(chain, []), 1):
+            specs = data["rules"].get(chain, [])
+            for position, spec in enumerate(specs, 1):
                 target = rule_target(spec)[1]
                 if target is not None and target.startswith(prefix):
-                    jumps.append((chain, position, spec))
+                    # a jump that is last (and not also first) is reported at position -1: "appended"
+                    jumps.append((chain, -1 if position == len(specs) and position > 1 else position, spec))
         policies = dict((chain, data["policies"][chain]) for chain in policy_chains.get(table, ())
                         if chain in data["policies"])
         if owned or jumps or policies:

@@ -60,8 +60,19 @@ def test_forward_and_notrack_and_policies():
                     "notrack": [{"proto": "udp", "ports": [53], "direction": "both", "interfaces": ["eth1"]}],
                     "policies": {"forward": "DROP"}})
     forward = state["filter"]["chains"]["NG-CT-FORWARD"]
-    assert forward == ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "-m conntrack --ctstate DNAT -j ACCEPT",
+    assert forward == ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "-m conntrack --ctstate DNAT -j RETURN",
                        "-j REJECT --reject-with icmp-port-unreachable"]
+    # DNATed flows are accepted only at the end of FORWARD, after DOCKER-USER and every other chain there
+    assert state["filter"]["chains"]["NG-CT-FORWARD-DNAT"] == ["-m conntrack --ctstate DNAT -j ACCEPT"]
+    assert ("FORWARD", -1, '-m comment --comment "nodeguard.conntrack baseline" -j NG-CT-FORWARD-DNAT') in \
+        state["filter"]["jumps"]
+    text = render.render_restore(state)
+    assert '-A FORWARD -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-FORWARD-DNAT' in text
+    mark = '-m comment --comment "nodeguard.conntrack baseline" -j '
+    live = owned_state(parse_save("*filter\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n"
+                                  "-A FORWARD %sNG-CT-FORWARD\n-A FORWARD -j DOCKER-USER\n-A FORWARD %sNG-CT-FORWARD-DNAT\n"
+                                  "COMMIT\n" % (mark, mark)), "NG-CT-")
+    assert sorted(live["filter"]["jumps"]) == sorted(j for j in state["filter"]["jumps"] if j[0] == "FORWARD")
     assert state["filter"]["policies"] == {"FORWARD": "DROP"}
     raw = state["raw"]
     assert raw["chains"]["NG-CT-PREROUTING"] == [

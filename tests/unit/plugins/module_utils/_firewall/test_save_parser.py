@@ -42,7 +42,7 @@ def test_owned_state_finds_chains_and_jumps_with_positions():
     assert state["filter"]["chains"] == {
         "NG-CT-INPUT": ['-p tcp -m tcp --dport 22 -m comment --comment "ssh in" -j ACCEPT']}
     assert state["filter"]["jumps"] == [
-        ("INPUT", 2, '-m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT'),
+        ("INPUT", -1, '-m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT'),  # last: -1
         ("DOCKER", 1, "-g NG-CT-INPUT")]
     assert state["filter"]["policies"] == {"INPUT": "DROP"}
     assert owned_state(parse_save(SAVE), "NG-CT-")["filter"]["policies"] == {}
