@@ -3,18 +3,32 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Audit live rule sets for the classic conntrack mistakes.
 
-Private to the collection. Pure: parsed rule sets (see ``_fw_save.parse_save``) and a context in, findings out.
+Private to the collection. Pure: parsed rule sets (see ``save_parser.parse_save``) and a context in, findings out.
 
 Finding ids are stable (documented in docs/firewall.md):
 
-- NGCT001 NEW accepted with no ESTABLISHED,RELATED accept before it.
-- NGCT002 ESTABLISHED,RELATED accept placed after rejecting or expensive rules.
+- NGCT001 flows accepted whose ESTABLISHED/RELATED packets (follow-ups, replies, ICMP errors) are dropped, or
+  replies to this host's own connections dropped; low for a stateless rule set that never uses conntrack.
+- NGCT002 the ESTABLISHED,RELATED accept comes after rate-limit drops that established packets hit (medium) or after
+  expensive matches and LOG rules (low).
 - NGCT003 Unscoped INVALID drop in FORWARD (high when multi-homed or nf_conntrack_tcp_be_liberal=1).
-- NGCT004 DNAT rules while FORWARD drops and nothing accepts the DNATed flows.
+- NGCT004 DNAT (nat PREROUTING, to a non-local address) while FORWARD drops and nothing accepts the DNATed flows.
 - NGCT005 Rules split across the nft and legacy backends.
+- NGCT006 an ESTABLISHED,RELATED accept that no established packet reaches (after an unconditional DROP/ACCEPT, a
+  ``-j RETURN`` or a goto); high when established packets are dropped instead.
+- NGCT007 INVALID packets reach ACCEPT rules (medium; high in FORWARD when the host does SNAT/MASQUERADE, because
+  INVALID packets skip NAT and leave untranslated) or are answered by REJECT instead of dropped (low).
+- NGCT008 ``-m state`` used instead of ``-m conntrack --ctstate`` (info).
+- NGCT009 NOTRACK (raw table) for packets that the filter table then drops because nothing accepts UNTRACKED.
 
-Order is evaluated along the path a packet takes: the built-in chain's rules with every jump (``-j``/``-g``) into a
-user chain followed in place, and the conditions of the jump carried into the rules of the called chain.
+How it works: a small path evaluator over the chain graph. A *packet class* is a conntrack state (NEW, ESTABLISHED,
+RELATED, INVALID, UNTRACKED; DNAT known or not) plus a *context*: what is known about the packets (interfaces,
+addresses, protocol, ports, other matches), as a list of (key, value, negated) atoms. Walking a built-in chain for a
+class follows jumps, gotos, RETURNs and the policy; each rule either matches none, some or all of the packets of the
+class that reach it. A rule matching all of them ends the walk (ACCEPT/DROP/REJECT), leaves the called chain
+(RETURN) or skips the rest of the caller (goto); the packets' *fate* is where the walk ends. Rules of well-known
+tools (Docker, kube-proxy, Calico, ufw, fail2ban, ...) are reported at low severity at most: those tools manage them
+and the fix goes into the tool's hook chain.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,227 +40,834 @@ import ipaddress
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as fw_save
 
 SEVERITIES = ("info", "low", "medium", "high")
-BUILTIN_TARGETS = ("ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "CT", "NOTRACK",
-                   "DNAT", "SNAT", "MASQUERADE", "REDIRECT", "TRACE", "AUDIT", "NFQUEUE", "QUEUE", "SET", "TCPMSS")
+TERMINAL_TARGETS = ("ACCEPT", "DROP", "REJECT", "QUEUE", "NFQUEUE", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
+                    "TPROXY", "NETMAP", "SYNPROXY")
+BUILTIN_TARGETS = TERMINAL_TARGETS + ("RETURN", "LOG", "NFLOG", "ULOG", "MARK", "CONNMARK", "CT", "NOTRACK", "TRACE",
+                                      "AUDIT", "SET", "TCPMSS", "CLASSIFY", "DSCP", "TOS", "TTL", "HL")
 EXPENSIVE_MATCHES = ("recent", "hashlimit", "string", "u32", "bpf", "connlimit", "geoip", "time", "quota", "osf")
+RATE_MATCHES = ("recent", "hashlimit", "connlimit", "limit")
 LOG_TARGETS = ("LOG", "NFLOG", "ULOG")
-NEUTRAL_MATCHES = ("conntrack", "state", "comment")
+DROPS = ("DROP", "REJECT")
+STATES = ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED")
+PORT_MODULES = ("tcp", "udp", "udplite", "sctp", "dccp")
 MAX_DEPTH = 16
+IFACE_KEYS = ("-i", "-o")
+ADDR_KEYS = ("-s", "-d")
+PORT_KEYS = ("--sport", "--dport")
+REVERSE = {"-i": "-o", "-o": "-i", "-s": "-d", "-d": "-s", "--sport": "--dport", "--dport": "--sport", "-p": "-p"}
+PROTOCOLS = {"1": "icmp", "6": "tcp", "17": "udp", "58": "ipv6-icmp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}
+ICMP = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}
+# chain-name prefixes of tools that manage their own rules; a rule in (or reached through) such a chain, or a
+# built-in chain's rule about an interface those chains manage, belongs to the tool
+TOOL_PREFIXES = (("DOCKER", "Docker"), ("KUBE-", "kube-proxy"), ("cali-", "Calico"), ("ufw-", "ufw"),
+                 ("ufw6-", "ufw"), ("f2b-", "fail2ban"), ("fail2ban-", "fail2ban"), ("sshguard", "sshguard"),
+                 ("CNI-", "CNI plugins"), ("FLANNEL-", "flannel"), ("LIBVIRT_", "libvirt"), ("CILIUM_", "Cilium"),
+                 ("WEAVE", "Weave"), ("FORWARD_", "firewalld"), ("INPUT_", "firewalld"), ("IN_", "firewalld"),
+                 ("FWD_", "firewalld"))
+TOOL_HOOKS = {"Docker": "DOCKER-USER", "kube-proxy": "a chain jumped to before KUBE-FORWARD",
+              "ufw": "/etc/ufw/before.rules", "Calico": "a Calico GlobalNetworkPolicy or FelixConfiguration"}
 
 FIXES = {
-    "NGCT001": "Accept RELATED,ESTABLISHED before any rule that accepts NEW flows (the iptables_baseline module puts "
-               "it first); otherwise replies to this host's own connections depend on per-port rules and the policy.",
-    "NGCT002": "Move the RELATED,ESTABLISHED accept before rejecting and expensive rules: established packets are the "
-               "bulk of the traffic and should leave the chain on the first rule.",
+    "NGCT001": "Accept RELATED,ESTABLISHED (-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT) before the rules "
+               "that accept NEW flows and before the drop (the iptables_baseline module puts it first); per-port "
+               "ESTABLISHED rules miss replies to this host's own connections and the ICMP errors path MTU discovery "
+               "needs.",
+    "NGCT002": "Move the RELATED,ESTABLISHED accept before rate limits and expensive rules, or limit those to "
+               "--ctstate NEW: established packets are the bulk of the traffic, should leave the chain on the first "
+               "rule and must not count towards a limit that drops them.",
     "NGCT003": "Scope the INVALID drop to the interfaces and sources where both directions of every flow pass this "
                "host (input.invalid_drop / forward.invalid_drop in_interfaces, sources, exemptions), or drop it from "
                "FORWARD; with asymmetric routing the forward path sees one direction and marks it INVALID.",
     "NGCT004": "Accept DNATed flows in FORWARD before the drop (-m conntrack --ctstate DNAT -j ACCEPT, the baseline's "
-               "forward.accept_dnat) or add an accept for the translated destination.",
+               "forward.accept_dnat) or add an accept for the translated destination and port.",
     "NGCT005": "Use one backend: move the rules of the other backend (iptables-legacy-save vs iptables-nft-save) and "
                "make every tool (kube-proxy, Docker, fail2ban, this collection) use the same one.",
+    "NGCT006": "Move the RELATED,ESTABLISHED accept above the rule that ends the walk first (an unconditional DROP, "
+               "ACCEPT, RETURN or goto), normally to the top of the chain.",
+    "NGCT007": "Drop INVALID before the accept rules (-m conntrack --ctstate INVALID -j DROP right after the "
+               "RELATED,ESTABLISHED accept; input.invalid_drop / forward.invalid_drop of the baseline); INVALID packets "
+               "skip NAT, so a NAT router forwards them with the untranslated address. For a tool's chains put the "
+               "drop in the tool's hook chain (DOCKER-USER for Docker).",
+    "NGCT008": "Use -m conntrack --ctstate instead of the legacy -m state --state alias; only conntrack also matches "
+               "DNAT/SNAT and the other conntrack fields.",
+    "NGCT009": "Accept the untracked flows explicitly (add UNTRACKED to the RELATED,ESTABLISHED accept or accept "
+               "--ctstate UNTRACKED for the exempted ports), or remove the NOTRACK rule: untracked packets are neither "
+               "ESTABLISHED nor RELATED.",
 }
 TITLES = {
     "NGCT001": "NEW accepted with no ESTABLISHED,RELATED accept before it",
-    "NGCT002": "ESTABLISHED,RELATED accept placed after rejecting or expensive rules",
+    "NGCT002": "ESTABLISHED,RELATED accept placed after rate limits or expensive rules",
     "NGCT003": "unscoped INVALID drop in FORWARD",
     "NGCT004": "DNAT present while FORWARD drops the DNATed flows",
     "NGCT005": "rules split across the nft and legacy backends",
+    "NGCT006": "ESTABLISHED,RELATED accept unreachable",
+    "NGCT007": "INVALID packets not dropped",
+    "NGCT008": "legacy -m state match",
+    "NGCT009": "NOTRACK without an UNTRACKED accept",
 }
 
 
-def analyse(spec):
-    """What a rule matches and does, from its iptables-save text."""
+# ---------------------------------------------------------------------------------------------------------------
+# rule parsing
+
+
+def _is_option(word):
+    return len(word) > 1 and word.startswith("-") and not word[1:2].isdigit()
+
+
+def _proto(value):
+    value = (value or "").lower()
+    return PROTOCOLS.get(value, value)
+
+
+def parse_rule(spec):
+    """What a rule matches and does, from its iptables-save text.
+
+    Returns {"atoms": [(key, value, negated)], "states": None or (set, negated), "target", "goto", "target_args",
+    "matches": [module names], "to_destination", "notrack"}. Keys are ``-i -o -s -d -p --sport --dport`` or, for
+    any other match option, ``"<module> <option>"`` (compared as opaque text).
+    """
     words = fw_save.tokens(spec)
-    info = {"target": None, "target_args": [], "states": None, "scoped": False, "proto": None, "matches": [],
-            "in": None, "dest": [], "negated": False, "to_destination": None, "other": False, "conds": set()}
-    index = 0
-    negate = False
+    rule = {"atoms": [], "states": None, "target": None, "goto": False, "target_args": [], "matches": [],
+            "to_destination": None, "notrack": False, "uses_state_module": False}
+    short = {"--source": "-s", "--src": "-s", "--destination": "-d", "--dst": "-d", "--in-interface": "-i",
+             "--out-interface": "-o", "--protocol": "-p"}
+    index, negate, module = 0, False, None
     while index < len(words):
         word = words[index]
-        value = words[index + 1] if index + 1 < len(words) else None
         if word == "!":
             negate = True
-            info["negated"] = True
             index += 1
             continue
-        if word in ("-s", "--source", "-d", "--destination", "-i", "--in-interface", "-o", "--out-interface"):
-            info["scoped"] = True
-            short = {"--source": "-s", "--destination": "-d", "--in-interface": "-i", "--out-interface": "-o"}
-            info["conds"].add("%s%s %s" % ("! " if negate else "", short.get(word, word), value))
-            if word in ("-i", "--in-interface") and not negate:
-                info["in"] = value
-            if word in ("-d", "--destination") and not negate:
-                info["dest"].append(value)
-            index += 2
-        elif word in ("-p", "--protocol"):
-            info["proto"] = value
-            index += 2
-        elif word in ("-m", "--match"):
-            info["matches"].append(value)
-            index += 2
-        elif word in ("--ctstate", "--state"):
-            info["states"] = None if negate else set(value.split(","))
-            index += 2
-        elif word in ("-j", "--jump", "-g", "--goto"):
-            info["target"] = value
-            info["goto"] = word in ("-g", "--goto")
-            info["target_args"] = words[index + 2:]
-            if "--to-destination" in info["target_args"]:
-                info["to_destination"] = info["target_args"][info["target_args"].index("--to-destination") + 1]
+        word = short.get(word, word)
+        if word in ("-j", "--jump", "-g", "--goto"):
+            rule["target"] = words[index + 1] if index + 1 < len(words) else None
+            rule["goto"] = word in ("-g", "--goto")
+            rule["target_args"] = words[index + 2:]
+            args = rule["target_args"]
+            if "--to-destination" in args and args.index("--to-destination") + 1 < len(args):
+                rule["to_destination"] = args[args.index("--to-destination") + 1]
+            rule["notrack"] = rule["target"] == "NOTRACK" or (rule["target"] == "CT" and "--notrack" in args)
             break
-        else:
-            if word.startswith("-") and word not in ("--comment",):
-                info["other"] = True
-            index += 2 if value is not None and not value.startswith("-") else 1
-        negate = False
-    return info
-
-
-def _unconditional(info):
-    return (not info["scoped"] and info["proto"] is None and info["states"] is None and not info["other"]
-            and all(m in ("comment",) for m in info["matches"]))
-
-
-def _est_accept(info):
-    """An accept of ESTABLISHED packets limited at most by interfaces/addresses (returns its conditions) or None."""
-    if (info["target"] == "ACCEPT" and info["states"] is not None and "ESTABLISHED" in info["states"]
-            and info["proto"] is None and all(m in NEUTRAL_MATCHES for m in info["matches"]) and not info["other"]):
-        return info["conds"]
-    return None
-
-
-def _general_est_accept(info):
-    return _est_accept(info) == set() and not info["negated"]
-
-
-def _accepts_new(info):
-    if info["target"] != "ACCEPT" or info["in"] == "lo":
-        return False
-    if info["states"] is None:
-        return not (info["proto"] in ("icmp", "ipv6-icmp", "icmpv6"))
-    return bool(info["states"] & set(["NEW", "DNAT"]))
-
-
-def _may_hit_established(info):
-    return info["states"] is None or bool(info["states"] & set(["ESTABLISHED", "RELATED"]))
-
-
-def flatten(table, chain, depth=0, inherited=None, seen=None):
-    """The rules a packet meets, in order, from a built-in chain, with user chains followed in place.
-
-    Each item is (chain, position, spec, info, path) where ``path`` is the list of jump infos leading there.
-    """
-    inherited = inherited or []
-    seen = seen or ()
-    out = []
-    if depth > MAX_DEPTH or chain in seen:
-        return out
-    for position, spec in enumerate(table["rules"].get(chain, []), 1):
-        info = analyse(spec)
-        target = info["target"]
-        if target and target not in BUILTIN_TARGETS and target in table["rules"]:
-            out.append((chain, position, spec, info, inherited))
-            out.extend(flatten(table, target, depth + 1, inherited + [info], seen + (chain,)))
+        if word in ("-m", "--match"):
+            module = words[index + 1] if index + 1 < len(words) else None
+            rule["matches"].append(module)
+            index += 2
+            negate = False
             continue
-        out.append((chain, position, spec, info, inherited))
+        if word in ("-s", "-d", "-i", "-o", "-p"):
+            value = words[index + 1] if index + 1 < len(words) else ""
+            if word == "-p":
+                value = _proto(value)
+            if not (word == "-p" and value == "all"):
+                rule["atoms"].append((word, value, negate))
+            index += 2
+            negate = False
+            continue
+        values = []
+        cursor = index + 1
+        while cursor < len(words) and words[cursor] != "!" and not _is_option(words[cursor]):
+            values.append(words[cursor])
+            cursor += 1
+        value = " ".join(values)
+        if module is None:  # restore syntax: "-p tcp --dport 22" loads the protocol's match implicitly
+            module = next((v for k, v, n in rule["atoms"] if k == "-p" and not n), None)
+        if module == "comment" or word in ("-c", "--set-counters"):
+            pass
+        elif word in ("--ctstate", "--state") and module in ("conntrack", "state"):
+            rule["states"] = (set(value.split(",")), negate)
+            rule["uses_state_module"] = rule["uses_state_module"] or module == "state"
+        elif module in PORT_MODULES and word in ("--dport", "--destination-port", "--sport", "--source-port"):
+            rule["atoms"].append(("--dport" if "d" in word[2:4] else "--sport", value, negate))
+        elif module == "multiport" and word in ("--dports", "--destination-ports", "--sports", "--source-ports"):
+            rule["atoms"].append(("--dport" if "d" in word[2:4] else "--sport", value, negate))
+        else:
+            rule["atoms"].append(("%s %s" % (module or "", word), value, negate))
+        index = cursor
+        negate = False
+    return rule
+
+
+def analyse(spec):
+    """Backwards-compatible summary of a rule (used by tests): target, protocol, scoping conditions."""
+    rule = parse_rule(spec)
+    conds = set("%s%s %s" % ("! " if neg else "", key, value) for key, value, neg in rule["atoms"]
+                if key in IFACE_KEYS + ADDR_KEYS)
+    proto = [value for key, value, neg in rule["atoms"] if key == "-p" and not neg]
+    return {"target": rule["target"], "proto": proto[0] if proto else None, "conds": conds, "scoped": bool(conds),
+            "states": rule["states"][0] if rule["states"] and not rule["states"][1] else None,
+            "matches": rule["matches"], "to_destination": rule["to_destination"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one condition against what is known about the packets
+
+SAT, CONTRA, UNKNOWN = "sat", "contra", "unknown"
+
+
+def _iface_covers(pattern, name):
+    """Whether interface pattern (``eth+`` wildcard) matches every interface ``name`` can be."""
+    if pattern.endswith("+"):
+        base = name[:-1] if name.endswith("+") else name
+        return base.startswith(pattern[:-1])
+    return not name.endswith("+") and name == pattern
+
+
+def _iface_disjoint(pattern, name):
+    if pattern.endswith("+") or name.endswith("+"):
+        a, b = pattern.rstrip("+"), name.rstrip("+")
+        if pattern.endswith("+") and name.endswith("+"):
+            return not (a.startswith(b) or b.startswith(a))
+        if pattern.endswith("+"):
+            return not name.startswith(a)
+        return not pattern.startswith(b)
+    return pattern != name
+
+
+def _network(text):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _net_relation(inner, outer):
+    """SAT when ``inner`` lies in ``outer``, CONTRA when they do not overlap, else UNKNOWN."""
+    a, b = _network(inner), _network(outer)
+    if a is None or b is None or a.version != b.version:
+        return SAT if inner == outer else UNKNOWN
+    if a.subnet_of(b):
+        return SAT
+    if not a.overlaps(b):
+        return CONTRA
+    return UNKNOWN
+
+
+def _ports(text):
+    out = []
+    for part in (text or "").split(","):
+        bounds = part.split(":")
+        try:
+            low = int(bounds[0]) if bounds[0] else 0
+            high = int(bounds[1]) if len(bounds) > 1 and bounds[1] else (65535 if len(bounds) > 1 else low)
+        except ValueError:
+            return None
+        out.append((low, high))
     return out
 
 
-def _scoped_path(info, path):
-    return info["scoped"] or any(item["scoped"] for item in path)
+def _port_relation(inner, outer):
+    a, b = _ports(inner), _ports(outer)
+    if a is None or b is None:
+        return SAT if inner == outer else UNKNOWN
+    if all(any(bl <= al and ah <= bh for bl, bh in b) for al, ah in a):
+        return SAT
+    if all(ah < bl or bh < al for al, ah in a for bl, bh in b):
+        return CONTRA
+    return UNKNOWN
 
 
-def _states_on_path(info, path):
-    states = info["states"]
-    for item in path:
-        if item["states"] is not None:
-            states = item["states"] if states is None else (states & item["states"])
-    return states
+def _relation(key, known, wanted):
+    """Relation of the known value to the rule's value for one key (both positive)."""
+    if key in IFACE_KEYS:
+        if _iface_covers(wanted, known):
+            return SAT
+        return CONTRA if _iface_disjoint(wanted, known) else UNKNOWN
+    if key in ADDR_KEYS:
+        return _net_relation(known, wanted)
+    if key in PORT_KEYS:
+        return _port_relation(known, wanted)
+    if key == "-p":
+        return SAT if known == wanted else CONTRA
+    return SAT if known == wanted else UNKNOWN
 
 
-def _finding(fid, severity, family, backend, table, chain, position, spec, detail):
+def atom_against(atom, ctx):
+    """SAT when every packet described by ``ctx`` meets ``atom``, CONTRA when none does, else UNKNOWN."""
+    key, value, neg = atom
+    result = UNKNOWN
+    for ckey, cvalue, cneg in ctx:
+        if ckey != key:
+            if key in PORT_KEYS and ckey == "-p" and not cneg and cvalue not in ("tcp", "udp", "udplite", "sctp", "dccp"):
+                return CONTRA if not neg else SAT
+            continue
+        if not cneg:
+            rel = _relation(key, cvalue, value)
+            if rel == SAT:
+                return CONTRA if neg else SAT
+            if rel == CONTRA:
+                if neg:
+                    return SAT
+                result = CONTRA
+        else:
+            # ctx says "not cvalue": it decides the atom only when the atom's set lies inside cvalue's
+            rel = _relation(key, value, cvalue)
+            if rel == SAT:
+                return SAT if neg else CONTRA
+    return result
+
+
+def _state_against(states, klass):
+    if states is None:
+        return SAT
+    names, neg = states
+    state, dnat = klass
+    hit = state in names
+    if not hit and "DNAT" in names:
+        if dnat is None:
+            return UNKNOWN
+        hit = dnat
+    if not hit and "SNAT" in names and state not in ("INVALID", "UNTRACKED"):
+        return UNKNOWN
+    return (CONTRA if hit else SAT) if neg else (SAT if hit else CONTRA)
+
+
+def match(rule, klass, ctx):
+    """'none', 'some' or 'all' of the packets of ``klass`` described by ``ctx`` match ``rule``."""
+    result = _state_against(rule["states"], klass)
+    if result == CONTRA:
+        return "none"
+    for atom in rule["atoms"]:
+        rel = atom_against(atom, ctx)
+        if rel == CONTRA:
+            return "none"
+        if rel == UNKNOWN:
+            result = UNKNOWN
+    return "all" if result == SAT else "some"
+
+
+def narrow(ctx, rule):
+    """The context after a rule matched: what the rule's conditions add."""
+    out = list(ctx)
+    for atom in rule["atoms"]:
+        if atom not in out:
+            out.append(atom)
+    return out
+
+
+def reverse(ctx, family=None, keep_opaque=False):
+    """The context of the reply direction: interfaces, addresses and ports swapped, other matches dropped."""
+    out = []
+    for key, value, neg in ctx:
+        if key in REVERSE:
+            out.append((REVERSE[key], value, neg))
+        elif keep_opaque:
+            out.append((key, value, neg))
+    return out
+
+
+def describe(ctx):
+    parts = []
+    for key, value, neg in ctx:
+        bang = "! " if neg else ""
+        if key in IFACE_KEYS + ADDR_KEYS + PORT_KEYS + ("-p",):
+            parts.append("%s%s %s" % (bang, key, value))
+        else:
+            module, _sep, option = key.partition(" ")
+            parts.append(("-m %s %s%s %s" % (module, bang, option, value)).strip())
+    return " ".join(parts) if parts else "any"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the path evaluator
+
+
+class Walk(object):
+    """Result of walking a built-in chain for one packet class: the events and where the packets end."""
+
+    def __init__(self, table, builtin, klass, ctx):
+        self.table, self.builtin, self.klass, self.ctx = table, builtin, klass, ctx
+        self.events = []  # dicts: chain, position, spec, rule, ctx, all (matches every packet in its frame),
+        #                   certain (every packet of the class reaching the built-in reaches and matches it), path
+        self.stops = {}  # chain -> first event that ended a frame of it (terminal, RETURN, goto)
+        self.visited = set()
+        self.end = None  # event of the rule that decided the fate, None for the policy
+        self.verdict = None  # ACCEPT / DROP / REJECT / ... or the policy
+
+    def reached(self, chain, position):
+        return any(ev["chain"] == chain and ev["position"] == position for ev in self.events)
+
+    def where(self):
+        if self.end is None:
+            return "the %s policy %s" % (self.builtin, self.verdict)
+        return "-A %s %s (%s position %d)" % (self.end["chain"], self.end["spec"], self.end["chain"],
+                                               self.end["position"])
+
+    def accepts(self, exclude=None):
+        return [ev for ev in self.events if ev["rule"]["target"] == "ACCEPT" and not (exclude and exclude(ev))]
+
+
+def _rules(table, chain, cache):
+    key = (id(table), chain)
+    if key not in cache:
+        cache[key] = [(pos, spec, parse_rule(spec)) for pos, spec in enumerate(table["rules"].get(chain, []), 1)]
+    return cache[key]
+
+
+def _is_chain(table, name):
+    return name is not None and name not in BUILTIN_TARGETS and (name in table["rules"] or name in table["chains"])
+
+
+def _walk_chain(walk, table, chain, klass, ctx, conditional, path, cache, via=()):
+    walk.visited.add(chain)
+    for position, spec, rule in _rules(table, chain, cache):
+        found = match(rule, klass, ctx)
+        if found == "none":
+            continue
+        full = found == "all"
+        event = {"chain": chain, "position": position, "spec": spec, "rule": rule, "ctx": narrow(ctx, rule),
+                 "all": full, "certain": full and not conditional, "path": path, "via": via}
+        walk.events.append(event)
+        target = rule["target"]
+        if _is_chain(table, target):
+            if target in path or len(path) > MAX_DEPTH:
+                continue
+            end = _walk_chain(walk, table, target, klass, event["ctx"], conditional or not full, path + (target,),
+                              cache, via + (rule,))
+            if full and end is not None and end[0] == "terminal":
+                return end
+            if full and rule["goto"]:
+                walk.stops.setdefault(chain, event)
+                return ("return", event)
+            continue
+        if not full:
+            continue
+        if target == "RETURN":
+            walk.stops.setdefault(chain, event)
+            return ("return", event)
+        if target in TERMINAL_TARGETS:
+            walk.stops.setdefault(chain, event)
+            return ("terminal", event)
+    return None
+
+
+def evaluate(ruleset, table_name, builtin, klass, ctx=None, cache=None):
+    """Walk built-in chain ``builtin`` of ``table_name`` for packets of ``klass`` = (state, dnat) and ``ctx``."""
+    ctx = list(ctx or [])
+    cache = {} if cache is None else cache
+    walk = Walk(table_name, builtin, klass, ctx)
+    table = ruleset.get(table_name)
+    if not table:
+        walk.verdict = "ACCEPT"
+        return walk
+    end = _walk_chain(walk, table, builtin, klass, ctx, False, (builtin,), cache)
+    if end is not None and end[0] == "terminal":
+        walk.end = end[1]
+        walk.verdict = end[1]["rule"]["target"]
+    else:
+        walk.verdict = table["policies"].get(builtin, "ACCEPT")
+    return walk
+
+
+FORKABLE = IFACE_KEYS + ADDR_KEYS + PORT_KEYS + ("-p",)
+MAX_BRANCHES = 256
+
+
+class Fate(object):
+    """One branch of packets: the verdict, the rule that gave it (None: the policy) and what the branch knows."""
+
+    def __init__(self, verdict, event, ctx, builtin, forked=False):
+        self.verdict, self.event, self.ctx, self.builtin = verdict, event, ctx, builtin
+        # forked: the branch was split off by the very rule that gave the verdict (a narrow rule about some of the
+        # packets, e.g. a ban of one address), not caught by a rule or policy meant for all of them
+        self.forked = forked
+
+    def where(self):
+        if self.event is None:
+            return "the %s policy %s" % (self.builtin, self.verdict)
+        return "-A %s %s (%s position %d)" % (self.event["chain"], self.event["spec"], self.event["chain"],
+                                               self.event["position"])
+
+
+def _branch(ruleset, table, builtin, frames, klass, ctx, budget, out, cache):
+    """Follow one branch; ``frames`` are [chain, next index, narrow] (narrow: entered by a split-off branch)."""
+    while frames:
+        chain, index, narrow_frame = frames[-1]
+        rules = _rules(table, chain, cache)
+        if index >= len(rules):
+            frames.pop()
+            continue
+        frames[-1] = (chain, index + 1, narrow_frame)
+        position, spec, rule = rules[index]
+        found = match(rule, klass, ctx)
+        if found == "none":
+            continue
+        forked = found == "some"
+        if forked:
+            unknown = [atom for atom in rule["atoms"] if atom_against(atom, ctx) == UNKNOWN]
+            if len(unknown) != 1 or unknown[0][0] not in FORKABLE or budget[0] <= 0 or \
+                    _state_against(rule["states"], klass) != SAT:
+                continue  # undecidable here: these packets may or may not match; follow those that do not
+            budget[0] -= 1
+            key, value, neg = unknown[0]
+            _branch(ruleset, table, builtin, list(frames), klass, ctx + [(key, value, not neg)], budget, out, cache)
+            ctx = ctx + [unknown[0]]
+        target = rule["target"]
+        event = {"chain": chain, "position": position, "spec": spec, "rule": rule}
+        if _is_chain(table, target):
+            if len(frames) > MAX_DEPTH or any(frame[0] == target for frame in frames):
+                continue
+            entry = (target, 0, narrow_frame or forked)
+            if rule["goto"]:
+                frames[-1] = entry
+            else:
+                frames.append(entry)
+            ctx = narrow(ctx, rule)
+            continue
+        if target == "RETURN":
+            frames.pop()
+            continue
+        if target in TERMINAL_TARGETS:
+            out.append(Fate(target, event, narrow(ctx, rule), builtin,
+                            forked or any(frame[2] for frame in frames)))
+            return
+    out.append(Fate(table["policies"].get(builtin, "ACCEPT"), None, ctx, builtin))
+
+
+def fates(ruleset, table_name, builtin, klass, ctx=None, cache=None):
+    """Every branch the packets of ``klass``/``ctx`` split into on their way through ``builtin``.
+
+    Where a rule's match depends on one interface, address, port or protocol the context does not fix, the packets
+    split into the branch that matches and the one that does not; other undecidable rules are passed by (the
+    packets that would match them are not followed).
+    """
+    table = ruleset.get(table_name)
+    if not table:
+        return [Fate("ACCEPT", None, list(ctx or []), builtin)]
+    out = []
+    _branch(ruleset, table, builtin, [(builtin, 0, False)], klass, list(ctx or []), [MAX_BRANCHES], out,
+            {} if cache is None else cache)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers for the findings
+
+
+def _loopback(ctx):
+    return any(key in IFACE_KEYS and value == "lo" and not neg for key, value, neg in ctx)
+
+
+def _icmp(ctx):
+    return any(key == "-p" and value in ("icmp", "ipv6-icmp") and not neg for key, value, neg in ctx)
+
+
+def _scoping(ctx):
+    return [atom for atom in ctx if atom[0] in IFACE_KEYS + ADDR_KEYS]
+
+
+class Tools(object):
+    """Which rules belong to a well-known tool (by chain prefix, or by an interface the tool's chains manage)."""
+
+    def __init__(self, table):
+        self.ifaces = {}
+        for chain in (table or {}).get("chains", []):
+            tool = self.of_chain(chain)
+            if not tool:
+                continue
+            for spec in table["rules"].get(chain, []):
+                for key, value, neg in parse_rule(spec)["atoms"]:
+                    if key in IFACE_KEYS and not value.endswith("+"):
+                        self.ifaces.setdefault(value, tool)
+
+    @staticmethod
+    def of_chain(chain):
+        for prefix, tool in TOOL_PREFIXES:
+            if chain.startswith(prefix):
+                return tool
+        return None
+
+    def of_event(self, event):
+        for chain in (event["chain"],) + tuple(event["path"]):
+            tool = self.of_chain(chain)
+            if tool:
+                return tool
+        for key, value, neg in event["rule"]["atoms"]:
+            if key in IFACE_KEYS and value in self.ifaces:
+                return self.ifaces[value]
+        return None
+
+
+def _cap(severity, tool):
+    if tool and SEVERITIES.index(severity) > SEVERITIES.index("low"):
+        return "low"
+    return severity
+
+
+def _tool_note(tool):
+    if not tool:
+        return ""
+    hook = TOOL_HOOKS.get(tool)
+    return "; the rule is %s's (reported at low severity at most: %s manages it%s)" % (
+        tool, tool, ", put the fix in %s" % hook if hook else "")
+
+
+def _finding(fid, severity, family, backend, table, chain, position, spec, detail, affects):
     return {"id": fid, "severity": severity, "title": TITLES[fid], "family": family, "backend": backend,
             "table": table, "chain": chain, "position": position,
-            "rule": ("-A %s %s" % (chain, spec)) if spec is not None else None, "detail": detail, "fix": FIXES[fid]}
+            "rule": ("-A %s %s" % (chain, spec)) if spec is not None else None, "detail": detail, "affects": affects,
+            "fix": FIXES[fid]}
 
 
-def _drops_at_end(table, builtin, rules):
-    if table["policies"].get(builtin) == "DROP":
-        return True
-    for _chain, _pos, _spec, info, path in rules:
-        if info["target"] in ("DROP", "REJECT") and _unconditional(info) and all(_unconditional(p) for p in path):
+def _event_finding(fid, severity, item, table, event, detail, affects, builtin=None):
+    if event is None:
+        return _finding(fid, severity, item["family"], item["backend"], table, builtin, None, None, detail, affects)
+    return _finding(fid, severity, item["family"], item["backend"], table, event["chain"], event["position"],
+                    event["spec"], detail, affects)
+
+
+def _is_est_accept(rule):
+    states = rule["states"]
+    return (rule["target"] == "ACCEPT" and states is not None and not states[1] and "ESTABLISHED" in states[0])
+
+
+def _static_rules(table, builtin, cache):
+    """Every (chain, position, spec, rule) in the built-in chain and the chains it jumps to, once each."""
+    seen, out, todo = set(), [], [builtin]
+    while todo:
+        chain = todo.pop(0)
+        if chain in seen:
+            continue
+        seen.add(chain)
+        for position, spec, rule in _rules(table, chain, cache):
+            out.append((chain, position, spec, rule))
+            if _is_chain(table, rule["target"]):
+                todo.append(rule["target"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the findings
+
+
+def _est(family_state):
+    return (family_state, None)
+
+
+def _coverage_gaps(ruleset, builtin, event, family, cache):
+    """What happens to the ESTABLISHED/RELATED packets of the flows a NEW accept admits: list of (what, fate)."""
+    ctx = [atom for atom in event["ctx"]]
+    reply_chain = "FORWARD" if builtin == "FORWARD" else "OUTPUT"
+    related_ctx = [(key, value, neg) for key, value, neg in (reverse(ctx) if builtin == "FORWARD" else ctx)
+                   if key in IFACE_KEYS] + [("-p", ICMP[family], False)]
+    checks = (("their later packets (%s)" % describe(ctx), builtin, ("ESTABLISHED", None), ctx),
+              ("their replies in %s (%s)" % (reply_chain, describe(reverse(ctx))), reply_chain,
+               ("ESTABLISHED", None), reverse(ctx)),
+              ("their ICMP errors (RELATED, %s)" % describe(related_ctx), builtin, ("RELATED", None), related_ctx))
+    gaps = []
+    for what, chain, klass, context in checks:
+        lost = [fate for fate in fates(ruleset, "filter", chain, klass, context, cache)
+                if fate.verdict != "ACCEPT" and not fate.forked]
+        if lost:
+            gaps.append((what, lost[0]))
+    return gaps
+
+
+def _own_replies_lost(ruleset, family, cache):
+    """Replies to this host's own connections (and their ICMP errors) that INPUT drops: [(what, fate)]."""
+    out_new = evaluate(ruleset, "filter", "OUTPUT", ("NEW", None), [], cache)
+    if out_new.verdict != "ACCEPT" and not out_new.accepts():
+        return []
+    lost = []
+    for name, klass, ctx in (("ESTABLISHED replies to this host's connections", ("ESTABLISHED", None), []),
+                             ("RELATED ICMP errors", ("RELATED", None), [("-p", ICMP[family], False)])):
+        walk = evaluate(ruleset, "filter", "INPUT", klass, ctx, cache)
+        if walk.verdict in DROPS:
+            lost.append((name, walk))
+    return lost
+
+
+def _established_findings(item, tools, cache):
+    """NGCT001 (flows whose ESTABLISHED/RELATED packets are dropped), NGCT006 (unreachable ER accept)."""
+    ruleset, family = item["ruleset"], item["family"]
+    filt = ruleset["filter"]
+    findings = []
+    unreachable_chains = set()
+    for builtin in ("INPUT", "FORWARD", "OUTPUT"):
+        for chain, position, spec, rule in _static_rules(filt, builtin, cache):
+            if not _is_est_accept(rule):
+                continue
+            walk = evaluate(ruleset, "filter", builtin, ("ESTABLISHED", None), rule["atoms"], cache)
+            if walk.reached(chain, position):
+                continue
+            killer = walk.stops.get(chain)
+            if killer is None or killer["position"] > position:
+                killer = walk.end
+            where = ("-A %s %s (%s position %d)" % (killer["chain"], killer["spec"], killer["chain"],
+                                                    killer["position"]) if killer else walk.where())
+            dropped = walk.verdict in DROPS
+            tool = tools.of_event({"chain": chain, "path": (), "rule": rule})
+            severity = _cap("high" if dropped else "low", tool)
+            findings.append(_finding(
+                "NGCT006", severity, family, item["backend"], "filter", chain, position, spec,
+                "no ESTABLISHED packet reaches this accept: %s ends their walk first; they end at %s%s" % (
+                    where, walk.where(), _tool_note(tool)),
+                "%s %s ESTABLISHED,RELATED packets (%s): %s" % (
+                    family, builtin, describe(rule["atoms"]),
+                    "dropped" if dropped else "accepted by an earlier rule, this one is dead")))
+            if dropped:
+                unreachable_chains.add(builtin)
+            break  # one per built-in chain
+    stateless = not any(parse_rule(spec)["states"] is not None for data in ruleset.values()
+                        for rules in data["rules"].values() for spec in rules)
+    for builtin in ("INPUT", "FORWARD"):
+        if builtin in unreachable_chains:
+            continue
+        new = evaluate(ruleset, "filter", builtin, ("NEW", None), [], cache)
+        accepts = new.accepts(lambda ev: _loopback(ev["ctx"]))
+        lost = _own_replies_lost(ruleset, family, cache) if builtin == "INPUT" else []
+        for event in accepts:
+            gaps = _coverage_gaps(ruleset, builtin, event, family, cache)
+            if not gaps:
+                continue
+            tool = tools.of_event(event)
+            what = ["%s end at %s" % (name, fate.where()) for name, fate in gaps]
+            affects = ["%s dropped" % name for name, fate in gaps]
+            if lost:
+                what.extend("%s end at %s" % (name, fate.where()) for name, fate in lost)
+                affects.append("replies to this host's own connections and its ICMP errors (path MTU discovery)")
+            findings.append(_event_finding(
+                "NGCT001", _cap("high", tool), item, "filter", event,
+                "%s accepts NEW flows (%s) but %s%s" % (builtin, describe(event["ctx"]), "; ".join(what),
+                                                        _tool_note(tool)),
+                "%s %s: %s" % (family, builtin, "; ".join(affects))))
+            break
+        else:
+            if lost:
+                first = accepts[0] if accepts else None
+                findings.append(_event_finding(
+                    "NGCT001", "high", item, "filter", first,
+                    "this host opens connections (OUTPUT accepts NEW) but INPUT has no general RELATED,ESTABLISHED "
+                    "accept: %s" % "; ".join("%s end at %s" % (name, fate.where()) for name, fate in lost),
+                    "%s INPUT: replies to this host's own connections and ICMP errors (path MTU discovery), except "
+                    "those matching a narrower accept" % family, builtin="INPUT"))
+    if stateless:
+        for builtin in ("INPUT", "FORWARD"):
+            new = evaluate(ruleset, "filter", builtin, ("NEW", None), [], cache)
+            accepts = new.accepts(lambda ev: _loopback(ev["ctx"]))
+            if accepts and not any(f["id"] == "NGCT001" and f["chain"] == accepts[0]["chain"] for f in findings):
+                findings.append(_event_finding(
+                    "NGCT001", "low", item, "filter", accepts[0],
+                    "the rule set never uses conntrack: %s accepts by port and address only, so every packet "
+                    "(ESTABLISHED, INVALID) walks the chain and the policy %s decides the rest" % (
+                        builtin, new.verdict),
+                    "%s %s: every packet, stateless" % (family, builtin)))
+                break
+    return findings
+
+
+def _order_findings(item, tools, cache):
+    """NGCT002: rate-limit drops and expensive rules that established packets meet before the ER accept."""
+    ruleset, family = item["ruleset"], item["family"]
+    findings = []
+    for builtin in ("INPUT", "FORWARD"):
+        walk = evaluate(ruleset, "filter", builtin, ("ESTABLISHED", None), [], cache)
+        if walk.verdict != "ACCEPT" or walk.end is None or not _is_est_accept(walk.end["rule"]):
+            continue
+        rate, expensive = [], []
+        for event in walk.events:
+            rule = event["rule"]
+            if event is walk.end:
+                break
+            if _loopback(event["ctx"]):
+                continue
+            heavy = set(rule["matches"]) & set(EXPENSIVE_MATCHES)
+            if rule["target"] in DROPS and set(rule["matches"]) & set(RATE_MATCHES):
+                rate.append(event)
+            elif heavy or rule["target"] in LOG_TARGETS:
+                expensive.append(event)
+        accept = "-A %s %s (%s position %d)" % (walk.end["chain"], walk.end["spec"], walk.end["chain"],
+                                                walk.end["position"])
+        if rate:
+            event = rate[0]
+            tool = tools.of_event(event)
+            findings.append(_event_finding(
+                "NGCT002", _cap("medium", tool), item, "filter", event,
+                "established packets pass this rate limit before %s; when it trips they are dropped and open "
+                "sessions break%s" % (accept, _tool_note(tool)),
+                "%s %s ESTABLISHED packets matching %s" % (family, builtin, describe(event["ctx"]))))
+        elif expensive:
+            event = expensive[0]
+            findings.append(_event_finding(
+                "NGCT002", "low", item, "filter", event,
+                "%d expensive or logging rule(s) are evaluated for established packets before %s" % (
+                    len(expensive), accept),
+                "%s %s ESTABLISHED packets matching %s (cost only)" % (family, builtin, describe(event["ctx"]))))
+    return findings
+
+
+def _invalid_only(event):
+    """Whether the rule (with the jumps leading to it) matches INVALID packets and neither NEW nor ESTABLISHED."""
+    for rule in event["via"] + (event["rule"],):
+        states = rule["states"]
+        if states is not None and _state_against(states, ("INVALID", False)) == SAT and \
+                _state_against(states, ("NEW", None)) == CONTRA and \
+                _state_against(states, ("ESTABLISHED", None)) == CONTRA:
             return True
     return False
 
 
-def _order_findings(family, backend, table, builtin):
-    findings = []
-    rules = flatten(table, builtin)
-    drops = _drops_at_end(table, builtin, rules)
-    est_seen = False
-    offenders = []
-    reported_new = False
-    scoped_est = []
-    for chain, position, spec, info, path in rules:
-        conds = set(info["conds"])
-        for item in path:
-            conds |= item["conds"]
-        if _est_accept(info) is not None and not any(p["proto"] or p["states"] for p in path):
-            scoped_est.append(conds)
-        if _general_est_accept(info) and not any(p["scoped"] or p["proto"] for p in path):
-            est_seen = True
-            if offenders:
-                chain0, position0, spec0, reason = offenders[0]
-                findings.append(_finding(
-                    "NGCT002", "medium" if reason == "rejecting" else "low", family, backend, "filter", chain0,
-                    position0, spec0, "%d rule(s) before the ESTABLISHED,RELATED accept (%s -A %s position %d) are "
-                    "rejecting or expensive; the first is %s" % (len(offenders), builtin, chain, position, reason)))
-            break
-        if info["target"] and info["target"] not in BUILTIN_TARGETS:
-            continue  # the jump itself; its chain's rules follow
-        covered = any(est <= conds for est in scoped_est)
-        if _accepts_new(info) and not covered and not reported_new and not any(p["in"] == "lo" for p in path):
-            reported_new = True
-            findings.append(_finding(
-                "NGCT001", "high" if drops else "low", family, backend, "filter", chain, position, spec,
-                "%s accepts NEW flows before any general RELATED,ESTABLISHED accept%s" % (
-                    builtin, "; the chain drops by default, so replies to this host's own connections are dropped"
-                    if drops else "")))
-        states = _states_on_path(info, path)
-        hits_est = states is None or bool(states & set(["ESTABLISHED", "RELATED"]))
-        if info["target"] in ("DROP", "REJECT") and hits_est:
-            offenders.append((chain, position, spec, "rejecting"))
-        elif hits_est and (info["target"] in LOG_TARGETS or set(info["matches"]) & set(EXPENSIVE_MATCHES)):
-            offenders.append((chain, position, spec, "expensive"))
-    if not est_seen and offenders and drops:
-        chain0, position0, spec0, _reason = offenders[0]
-        # no ESTABLISHED accept at all is already NGCT001's job when NEW is accepted; report drops otherwise
-        if not reported_new:
-            findings.append(_finding("NGCT002", "medium", family, backend, "filter", chain0, position0, spec0,
-                                     "%s has no general RELATED,ESTABLISHED accept" % builtin))
-    return findings
-
-
-def _invalid_findings(family, backend, table, context):
+def _invalid_findings(item, tools, context, cache):
+    """NGCT003 (unscoped INVALID drop in FORWARD) and NGCT007 (INVALID not dropped)."""
+    ruleset, family = item["ruleset"], item["family"]
     findings = []
     severe = context.get("multi_homed") or context.get("tcp_be_liberal")
-    for chain, position, spec, info, path in flatten(table, "FORWARD"):
-        if info["target"] not in ("DROP", "REJECT"):
+    walk = evaluate(ruleset, "filter", "FORWARD", ("INVALID", False), [], cache)
+    for event in walk.events:
+        if event["rule"]["target"] not in DROPS or not _invalid_only(event):
             continue
-        states = _states_on_path(info, path)
-        if states is None or states != set(["INVALID"]):
-            continue
-        if _scoped_path(info, path):
+        if _scoping(event["ctx"]):
             continue
         why = []
         if context.get("multi_homed"):
             why.append("the host is multi-homed")
         if context.get("tcp_be_liberal"):
             why.append("nf_conntrack_tcp_be_liberal=1 says out-of-window packets are expected")
-        findings.append(_finding("NGCT003", "high" if severe else "medium", family, backend, "filter", chain,
-                                 position, spec, "INVALID is dropped for every forwarded packet" +
-                                 ("; " + " and ".join(why) if why else "")))
+        tool = tools.of_event(event)
+        findings.append(_event_finding(
+            "NGCT003", _cap("high" if severe else "medium", tool), item, "filter", event,
+            "INVALID is dropped for every forwarded packet" + ("; " + " and ".join(why) if why else "") +
+            _tool_note(tool),
+            "%s FORWARD: every INVALID packet, including out-of-window packets of flows routed asymmetrically" %
+            family))
+        break
+    nat = ruleset.get("nat") or {}
+    snat = any(parse_rule(spec)["target"] in ("SNAT", "MASQUERADE", "NETMAP")
+               for rules in nat.get("rules", {}).values() for spec in rules)
+    for builtin in ("INPUT", "FORWARD"):
+        invalid = evaluate(ruleset, "filter", builtin, ("INVALID", False), [], cache)
+        new = evaluate(ruleset, "filter", builtin, ("NEW", None), [], cache)
+        denies = new.verdict in DROPS
+        leaks = invalid.accepts(lambda ev: _loopback(ev["ctx"]) or _icmp(ev["ctx"]))
+        if leaks:
+            event = leaks[0]
+            tool = tools.of_event(event)
+            if not denies:
+                severity = "info"
+            elif builtin == "FORWARD" and snat:
+                severity = "high"
+            else:
+                severity = "medium"
+            detail = "INVALID packets reach %d accept rule(s) in %s before any INVALID drop, the first: this one" % (
+                len(leaks), builtin)
+            if builtin == "FORWARD" and snat:
+                detail += "; the nat table masquerades, and INVALID packets skip NAT, so they leave with the " \
+                          "untranslated (internal) address"
+            if not denies:
+                detail += "; %s accepts by default anyway" % builtin
+            findings.append(_event_finding(
+                "NGCT007", _cap(severity, tool), item, "filter", event, detail + _tool_note(tool),
+                "%s %s INVALID packets matching %s: accepted%s" % (
+                    family, builtin, describe(event["ctx"]),
+                    " and forwarded untranslated" if builtin == "FORWARD" and snat else "")))
+        elif builtin == "INPUT" and invalid.verdict == "REJECT" and invalid.end is not None and \
+                _state_against(invalid.end["rule"]["states"], ("NEW", None)) != CONTRA and \
+                not any(ev["rule"]["target"] in DROPS and _invalid_only(ev) for ev in invalid.events):
+            findings.append(_event_finding(
+                "NGCT007", "low", item, "filter", invalid.end,
+                "no explicit INVALID drop: INVALID packets end at this REJECT, which answers them instead of "
+                "dropping them silently",
+                "%s %s INVALID packets: answered with a reject" % (family, builtin)))
     return findings
 
 
@@ -267,57 +888,141 @@ def _dnat_address(to_destination):
     return text.split(":", 1)[0].split("-", 1)[0]
 
 
-def _dnat_findings(family, backend, ruleset):
-    nat, filt = ruleset.get("nat"), ruleset.get("filter")
-    if not nat or not filt:
+def _dnat_port(to_destination):
+    text = to_destination or ""
+    if text.startswith("["):
+        rest = text.split("]", 1)[1] if "]" in text else ""
+        return rest[1:] if rest.startswith(":") else None
+    if text.count(":") == 1:
+        return text.split(":", 1)[1].split("/", 1)[0].replace("-", ":")
+    return None
+
+
+def _is_local(address, context):
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    return address in set(context.get("local_addresses") or ())
+
+
+def _dnat_findings(item, tools, context, cache):
+    ruleset, family = item["ruleset"], item["family"]
+    if not ruleset.get("nat") or not ruleset.get("filter"):
         return []
-    dnats = []
-    for chain in nat["chains"]:
-        for position, spec in enumerate(nat["rules"].get(chain, []), 1):
-            info = analyse(spec)
-            if info["target"] == "DNAT":
-                dnats.append((chain, position, spec, _dnat_address(info["to_destination"])))
-    if not dnats:
-        return []
-    rules = flatten(filt, "FORWARD")
-    if not _drops_at_end(filt, "FORWARD", rules):
-        return []
-    findings = []
-    for chain, position, spec, address in dnats:
-        accepted = False
-        for _c, _p, _s, info, path in rules:
-            if info["target"] != "ACCEPT":
-                continue
-            states = _states_on_path(info, path)
-            if states is not None and "DNAT" in states:
-                accepted = True
-            elif states is None or "NEW" in states:
-                dests = info["dest"] + [d for p in path for d in p["dest"]]
-                if dests and address and all(_contains(d, address) for d in dests):
-                    accepted = True
-            if accepted:
-                break
-        if not accepted:
-            findings.append(_finding("NGCT004", "high", family, backend, "nat", chain, position, spec,
-                                     "FORWARD drops by default and nothing accepts flows DNATed to %s" % address))
+    prerouting = evaluate(ruleset, "nat", "PREROUTING", ("NEW", False), [], cache)
+    findings, seen = [], set()
+    for event in prerouting.events:
+        rule = event["rule"]
+        if rule["target"] != "DNAT" or (event["chain"], event["position"]) in seen:
+            continue
+        seen.add((event["chain"], event["position"]))
+        address = _dnat_address(rule["to_destination"])
+        if not address or _is_local(address, context):
+            continue
+        port = _dnat_port(rule["to_destination"])
+        ctx = [atom for atom in event["ctx"] if atom[0] not in ("-d", "--dport") and atom[0] in
+               IFACE_KEYS + ("-s", "-p", "--sport")]
+        ctx.append(("-d", address, False))
+        if port:
+            ctx.append(("--dport", port, False))
+        walk = evaluate(ruleset, "filter", "FORWARD", ("NEW", True), ctx, cache)
+        if walk.verdict in DROPS and not walk.accepts():
+            findings.append(_event_finding(
+                "NGCT004", "high", item, "nat", event,
+                "FORWARD accepts nothing of the flows DNATed to %s%s: they end at %s" % (
+                    address, (":%s" % port) if port else "", walk.where()),
+                "%s NEW flows matching %s, translated to %s" % (family, describe(event["ctx"]),
+                                                                  rule["to_destination"])))
     return findings
 
 
+def _addrtype_local(ctx):
+    """True/False when the context says the destination is / is not a local address, else None."""
+    for key, value, neg in ctx:
+        if key == "addrtype --dst-type" and value == "LOCAL":
+            return not neg
+    return None
+
+
+def _notrack_findings(item, tools, cache):
+    """NGCT009: packets exempted from conntrack that the filter table would pass tracked but drops untracked."""
+    ruleset, family = item["ruleset"], item["family"]
+    if not ruleset.get("raw") or not ruleset.get("filter"):
+        return []
+    findings = []
+    for raw_chain, filter_chains in (("PREROUTING", ("INPUT", "FORWARD")), ("OUTPUT", ("OUTPUT",))):
+        raw = evaluate(ruleset, "raw", raw_chain, ("NEW", False), [], cache)
+        for event in raw.events:
+            if not event["rule"]["notrack"]:
+                continue
+            local = _addrtype_local(event["ctx"])
+            ctx = [atom for atom in event["ctx"] if atom[0] in IFACE_KEYS + ADDR_KEYS + PORT_KEYS + ("-p",)]
+            for builtin in filter_chains:
+                if (builtin == "FORWARD" and local is True) or (builtin == "INPUT" and local is False):
+                    continue
+                walk = evaluate(ruleset, "filter", builtin, ("UNTRACKED", False), ctx, cache)
+                if walk.verdict not in DROPS:
+                    continue
+                # would the filter table pass these packets if they were tracked?
+                new = evaluate(ruleset, "filter", builtin, ("NEW", False), ctx, cache)
+                tracked = new.verdict == "ACCEPT" or bool(new.accepts())
+                if builtin != "FORWARD" and not tracked:
+                    tracked = evaluate(ruleset, "filter", builtin, ("ESTABLISHED", False), ctx,
+                                       cache).verdict == "ACCEPT"
+                if not tracked:
+                    continue
+                tool = tools.of_event(event)
+                findings.append(_event_finding(
+                    "NGCT009", _cap("high", tool), item, "raw", event,
+                    "packets this rule exempts from conntrack are UNTRACKED, neither NEW nor ESTABLISHED nor "
+                    "RELATED; %s would pass them tracked, but nothing accepts them untracked and they end at %s%s" % (
+                        builtin, walk.where(), _tool_note(tool)),
+                    "%s %s packets matching %s (UNTRACKED): dropped" % (family, builtin, describe(ctx))))
+                break
+    return findings
+
+
+def _state_module_findings(item):
+    hits = []
+    for table in sorted(item["ruleset"]):
+        data = item["ruleset"][table]
+        for chain in data["chains"]:
+            for position, spec in enumerate(data["rules"].get(chain, []), 1):
+                if parse_rule(spec)["uses_state_module"]:
+                    hits.append((table, chain, position, spec))
+    if not hits:
+        return []
+    table, chain, position, spec = hits[0]
+    return [_finding("NGCT008", "info", item["family"], item["backend"], table, chain, position, spec,
+                     "%d rule(s) match with -m state; it works (an alias kept for compatibility) but cannot match "
+                     "DNAT/SNAT or other conntrack fields" % len(hits),
+                     "%s: none (style)" % item["family"])]
+
+
 def audit(rulesets, context=None):
-    """``rulesets``: list of {"family", "backend", "ruleset"}; returns findings sorted by severity then id."""
+    """``rulesets``: list of {"family", "backend", "ruleset"}; returns findings sorted by severity then id.
+
+    ``context``: {"multi_homed", "tcp_be_liberal", "local_addresses": [addresses of this host]}.
+    """
     context = context or {}
     findings = []
     by_family = {}
     for item in rulesets:
-        family, backend, ruleset = item["family"], item["backend"], item["ruleset"]
+        family, ruleset = item["family"], item["ruleset"]
         if fw_save.has_rules(ruleset):
             by_family.setdefault(family, []).append(item)
-        filt = ruleset.get("filter")
-        if filt:
-            for builtin in ("INPUT", "FORWARD"):
-                findings.extend(_order_findings(family, backend, filt, builtin))
-            findings.extend(_invalid_findings(family, backend, filt, context))
-        findings.extend(_dnat_findings(family, backend, ruleset))
+        cache = {}
+        tools = Tools(ruleset.get("filter"))
+        if ruleset.get("filter"):
+            findings.extend(_established_findings(item, tools, cache))
+            findings.extend(_order_findings(item, tools, cache))
+            findings.extend(_invalid_findings(item, tools, context, cache))
+        findings.extend(_dnat_findings(item, tools, context, cache))
+        findings.extend(_notrack_findings(item, Tools(ruleset.get("raw")), cache))
+        findings.extend(_state_module_findings(item))
     for family, items in sorted(by_family.items()):
         backends = sorted(set(item["backend"] for item in items))
         if len(backends) > 1:
@@ -325,7 +1030,8 @@ def audit(rulesets, context=None):
             table, chain, position, spec = _first_rule(minor["ruleset"])
             findings.append(_finding("NGCT005", "high", family, minor["backend"], table, chain, position, spec,
                                      "both %s hold %s rules; packets traverse both rule sets" % (
-                                         " and ".join(backends), family)))
+                                         " and ".join(backends), family),
+                                     "%s: every packet (both rule sets)" % family))
     order = dict((name, index) for index, name in enumerate(reversed(SEVERITIES)))
     return sorted(findings, key=lambda f: (order[f["severity"]], f["id"], f["family"], f["backend"], f["table"],
                                            f["chain"] or "", f["position"] or 0))
@@ -367,3 +1073,23 @@ def route_interfaces(route_text, ipv6_route_text):
         if len(parts) == 10 and parts[9] != "lo" and not parts[0].startswith("ff"):
             names.add(parts[9])
     return sorted(names)
+
+
+def local_addresses(fib_trie_text, if_inet6_text):
+    """This host's own addresses, from /proc/net/fib_trie (``/32 host LOCAL`` leaves) and /proc/net/if_inet6."""
+    found = set()
+    last = None
+    for line in (fib_trie_text or "").splitlines():
+        text = line.strip()
+        if text.startswith("|--") or text.startswith("+--"):
+            last = text[3:].strip().split()[0]
+        elif text.startswith("/32 host LOCAL") and last:
+            found.add(last)
+    for line in (if_inet6_text or "").splitlines():
+        parts = line.split()
+        if parts and len(parts[0]) == 32:
+            try:
+                found.add(str(ipaddress.ip_address(int(parts[0], 16))))
+            except ValueError:
+                continue
+    return sorted(found)
