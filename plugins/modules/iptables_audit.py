@@ -14,11 +14,23 @@ version_added: 0.1.0
 description:
   - Reads the live rule sets of both families from both backends (C(iptables-nft-save) and C(iptables-legacy-save),
     whichever exist) and returns findings with stable ids, a severity, the offending rule and the fix.
-  - "Finding ids: V(NGCT001) NEW accepted with no ESTABLISHED,RELATED accept before it; V(NGCT002) ESTABLISHED,RELATED
-    accept placed after rejecting or expensive rules; V(NGCT003) unscoped INVALID drop in FORWARD (high severity when
-    the host is multi-homed or C(nf_conntrack_tcp_be_liberal=1)); V(NGCT004) DNAT rules while FORWARD drops and nothing
-    accepts the DNATed flows; V(NGCT005) rules split across the nft and legacy backends."
-  - Rule order is evaluated along the packet path, following jumps into user chains.
+  - "Finding ids: V(NGCT001) flows accepted whose ESTABLISHED/RELATED packets (later packets, replies, ICMP errors) are
+    dropped, or replies to this host's own connections dropped (low for a rule set that never uses conntrack);
+    V(NGCT002) the ESTABLISHED,RELATED accept comes after rate-limit drops that established packets hit (medium) or
+    after expensive or LOG rules (low); V(NGCT003) unscoped INVALID drop in FORWARD (high severity when the host is
+    multi-homed or C(nf_conntrack_tcp_be_liberal=1)); V(NGCT004) DNAT in nat PREROUTING to a non-local address while
+    FORWARD drops and nothing accepts the DNATed flows; V(NGCT005) rules split across the nft and legacy backends;
+    V(NGCT006) an ESTABLISHED,RELATED accept no established packet reaches (after an unconditional DROP or ACCEPT, a
+    C(-j RETURN) or a goto), high when established packets are dropped instead; V(NGCT007) INVALID packets reach
+    ACCEPT rules (medium; high in FORWARD when the host masquerades, because INVALID packets skip NAT; info when the
+    chain accepts by default) or are answered by REJECT (low); V(NGCT008) C(-m state) instead of C(-m conntrack)
+    (info); V(NGCT009) NOTRACK for packets the filter table would pass tracked but drops untracked."
+  - "Reachability is evaluated by a path evaluator over the chain graph: for packet classes (conntrack state NEW,
+    ESTABLISHED, RELATED, INVALID, UNTRACKED; local or forwarded; the family of the rule set) it follows jumps, gotos,
+    RETURNs and the policies to the verdict. Each finding says which packets it affects (RV(findings[].affects))."
+  - Rules of well-known tools (Docker, kube-proxy, Calico, ufw, fail2ban and others, recognised by their chain names
+    and the interfaces their chains manage) are reported at low severity at most, because those tools rewrite them;
+    the detail names the tool's hook chain for the fix.
   - The baseline written by M(nodeguard.conntrack.iptables_baseline) audits clean.
 author:
   - nodeguard.conntrack contributors (@nodeguard)
@@ -76,11 +88,11 @@ findings:
   elements: dict
   contains:
     id:
-      description: Stable id (V(NGCT001) ... V(NGCT005)).
+      description: Stable id (V(NGCT001) ... V(NGCT009)).
       type: str
       sample: NGCT003
     severity:
-      description: V(low), V(medium) or V(high).
+      description: V(info), V(low), V(medium) or V(high).
       type: str
       sample: high
     title:
@@ -96,7 +108,7 @@ findings:
       type: str
       sample: nft
     table:
-      description: Table of the offending rule.
+      description: Table of the offending rule (V(filter), V(nat) for V(NGCT004), V(raw) for V(NGCT009)).
       type: str
       sample: filter
     chain:
@@ -104,7 +116,7 @@ findings:
       type: str
       sample: KUBE-FORWARD
     position:
-      description: 1-based position of the rule in its chain.
+      description: 1-based position of the rule in its chain; null when a chain's policy is the cause.
       type: int
       sample: 1
     rule:
@@ -115,6 +127,12 @@ findings:
       description: Why this rule is a finding here.
       type: str
       sample: INVALID is dropped for every forwarded packet; the host is multi-homed
+    affects:
+      description: Which packets the finding affects (family, chain, state, the matching conditions) and what happens
+        to them.
+      type: str
+      sample: "ipv4 FORWARD INVALID packets matching -i enp3s0 -o tun0: accepted and forwarded untranslated"
+      version_added: 0.2.0
     fix:
       description: How to fix it.
       type: str
@@ -140,7 +158,7 @@ context:
   description: The context the findings were evaluated with.
   returned: always
   type: dict
-  sample: {"multi_homed": false, "tcp_be_liberal": false}
+  sample: {"multi_homed": false, "tcp_be_liberal": false, "local_addresses": ["10.0.0.1", "::1"]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -148,6 +166,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as fw_audit
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
 
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
 RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
@@ -168,6 +187,9 @@ def main():
     try:
         host = fw_apply.Host(module)
         context = host.audit_context(params["multi_homed"], params["tcp_be_liberal"])
+        # DNAT to one of these is local delivery (INPUT), not forwarding (NGCT004)
+        context["local_addresses"] = fw_audit.local_addresses(read_or_none("/proc/net/fib_trie"),
+                                                              read_or_none("/proc/net/if_inet6"))
         rulesets, sources, skipped = host.read_rulesets(params["families"], params["backends"])
     except NodeguardError as exc:
         fail_json(module, exc)

@@ -947,6 +947,31 @@ def _addrtype_local(ctx):
     return None
 
 
+def _accepts_new(ruleset, builtin, ctx, cache):
+    walk = evaluate(ruleset, "filter", builtin, ("NEW", False), ctx, cache)
+    # a loopback accept admits untracked packets as well: only other accepts count
+    return walk.verdict == "ACCEPT" or bool(walk.accepts(lambda ev: _loopback(ev["ctx"])))
+
+
+def _passes_tracked(ruleset, raw_chain, builtin, ctx, cache):
+    """Whether ``builtin`` would pass the packets a NOTRACK rule exempts if they were tracked.
+
+    They pass as NEW when the chain accepts NEW flows like them; as ESTABLISHED when they are the replies to flows
+    the other direction opens: for a NOTRACK of a source port (or of no port), the flows this host opens to that port
+    (OUTPUT accepts NEW to it) or, for OUTPUT, that this host serves (INPUT accepts NEW to it).
+    """
+    if _accepts_new(ruleset, builtin, ctx, cache):
+        return True
+    if builtin == "FORWARD":
+        return False
+    if any(key == "--dport" for key, _value, _neg in ctx):
+        return False  # packets to a service port: NEW or nothing
+    other = "OUTPUT" if builtin == "INPUT" else "INPUT"
+    if not _accepts_new(ruleset, other, reverse(ctx), cache):
+        return False
+    return evaluate(ruleset, "filter", builtin, ("ESTABLISHED", False), ctx, cache).verdict == "ACCEPT"
+
+
 def _notrack_findings(item, tools, cache):
     """NGCT009: packets exempted from conntrack that the filter table would pass tracked but drops untracked."""
     ruleset, family = item["ruleset"], item["family"]
@@ -966,13 +991,7 @@ def _notrack_findings(item, tools, cache):
                 walk = evaluate(ruleset, "filter", builtin, ("UNTRACKED", False), ctx, cache)
                 if walk.verdict not in DROPS:
                     continue
-                # would the filter table pass these packets if they were tracked?
-                new = evaluate(ruleset, "filter", builtin, ("NEW", False), ctx, cache)
-                tracked = new.verdict == "ACCEPT" or bool(new.accepts())
-                if builtin != "FORWARD" and not tracked:
-                    tracked = evaluate(ruleset, "filter", builtin, ("ESTABLISHED", False), ctx,
-                                       cache).verdict == "ACCEPT"
-                if not tracked:
+                if not _passes_tracked(ruleset, raw_chain, builtin, ctx, cache):
                     continue
                 tool = tools.of_event(event)
                 findings.append(_event_finding(
@@ -1089,7 +1108,7 @@ def local_addresses(fib_trie_text, if_inet6_text):
         parts = line.split()
         if parts and len(parts[0]) == 32:
             try:
-                found.add(str(ipaddress.ip_address(int(parts[0], 16))))
+                found.add(str(ipaddress.IPv6Address(int(parts[0], 16))))
             except ValueError:
                 continue
     return sorted(found)

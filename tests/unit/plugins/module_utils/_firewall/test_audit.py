@@ -214,3 +214,82 @@ def test_ipv6_dnat_accepted_by_destination():
     assert dnat(text) == []
     assert _ids(dnat(text.replace("fd00::/64", "fd01::/64"))) == [("NGCT004", "high")]
     assert dnat(text.replace("--dport 80 -j", "--dport 8080 -j"))  # the accept names the port before translation
+
+
+def test_dnat_in_nat_output_or_to_a_local_address_needs_no_forward_accept():
+    output = DNAT.replace("-A PREROUTING", "-A OUTPUT") % ""
+    assert [f for f in _run(output) if f["id"] == "NGCT004"] == []
+    loopback = (DNAT % "").replace("10.50.0.5:80", "127.0.0.1:80")
+    assert [f for f in _run(loopback) if f["id"] == "NGCT004"] == []
+    assert [f for f in _run(DNAT % "", local_addresses=["10.50.0.5"]) if f["id"] == "NGCT004"] == []
+    # reached through a user chain from PREROUTING (Docker's layout): still needs FORWARD
+    chained = ("*nat\n:DOCKER - [0:0]\n-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n"
+               "-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.50.0.5:80\nCOMMIT\n"
+               "*filter\n:FORWARD DROP [0:0]\nCOMMIT\n")
+    found = [f for f in _run(chained) if f["id"] == "NGCT004"]
+    assert [(f["chain"], f["position"]) for f in found] == [("DOCKER", 1)]
+
+
+NOTRACK = """*raw
+-A PREROUTING -p udp -m udp --dport 53 -j CT --notrack
+-A OUTPUT -p udp -m udp --sport 53 -j CT --notrack
+COMMIT
+*filter
+:INPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -m conntrack --ctstate INVALID -j DROP
+-A INPUT -p udp -m udp --dport 53 -j ACCEPT
+COMMIT
+"""
+
+
+def test_notrack_without_an_untracked_accept():
+    # the stateless port accept admits untracked packets too: fine
+    assert _run(NOTRACK) == []
+    stateful = NOTRACK.replace("--dport 53 -j ACCEPT", "--dport 53 -m conntrack --ctstate NEW -j ACCEPT")
+    findings = _run(stateful)
+    assert _ids(findings) == [("NGCT009", "high")]
+    assert findings[0]["table"] == "raw" and findings[0]["chain"] == "PREROUTING"
+    assert "the INPUT policy DROP" in findings[0]["detail"]
+    assert _run(stateful.replace("--ctstate NEW -j", "--ctstate NEW,UNTRACKED -j")) == []
+    # OUTPUT's replies: OUTPUT drops by default and accepts only tracked ones
+    out = stateful.replace(":INPUT DROP [0:0]", ":INPUT DROP [0:0]\n:OUTPUT DROP [0:0]\n"
+                           "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    assert sorted((f["id"], f["chain"]) for f in _run(out)) == [("NGCT009", "OUTPUT"), ("NGCT009", "PREROUTING")]
+    # scoped to local delivery: FORWARD does not matter; unscoped on a router that forwards DNS: it does
+    router = ("*raw\n-A PREROUTING -p udp -m udp --dport 53 %s-j CT --notrack\nCOMMIT\n*filter\n:FORWARD DROP [0:0]\n"
+              "-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED,UNTRACKED -j ACCEPT\n"
+              "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+              "-A FORWARD -i lan0 -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n")
+    assert [(f["id"], f["severity"]) for f in _run(router % "")] == [("NGCT009", "high")]
+    assert "FORWARD" in _run(router % "")[0]["affects"]
+    assert _run(router % "-m addrtype --dst-type LOCAL ") == []
+
+
+def test_invalid_in_input():
+    text = ("*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A INPUT -i lo -j ACCEPT\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n")
+    findings = _run(text)
+    assert _ids(findings) == [("NGCT007", "medium")]
+    assert findings[0]["position"] == 4 and "-p tcp --dport 22" in findings[0]["affects"]
+    assert _run(text.replace("--dport 22 -j", "--dport 22 -m conntrack --ctstate NEW -j")) == []
+    dropped = text.replace("-A INPUT -i lo", "-A INPUT -m conntrack --ctstate INVALID -j DROP\n-A INPUT -i lo")
+    assert _run(dropped) == []
+
+
+def test_local_addresses_from_proc():
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import local_addresses
+    fib = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.0.0.0/24 2 0 2
+        |-- 10.0.0.0
+           /24 link UNICAST
+        |-- 10.0.0.1
+           /32 host LOCAL
+        |-- 10.0.0.255
+           /32 link BROADCAST
+"""
+    inet6 = "fe800000000000000000000000000001 02 40 20 80 eth0\n00000000000000000000000000000001 01 80 10 80 lo\n"
+    assert local_addresses(fib, inet6) == ["10.0.0.1", "::1", "fe80::1"]
