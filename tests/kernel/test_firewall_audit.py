@@ -8,7 +8,7 @@ from firewall_lab import BACKENDS, module, restore, seed_foreign
 NO_ESTABLISHED = """*filter
 :INPUT DROP [0:0]
 -A INPUT -i lo -j ACCEPT
--A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
 COMMIT
 """
 ESTABLISHED_LATE = """*filter
@@ -16,7 +16,7 @@ ESTABLISHED_LATE = """*filter
 -A INPUT -p tcp -m tcp --dport 22 -j SSH-GUARD
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
--A SSH-GUARD -s 203.0.113.9/32 -j DROP
+-A SSH-GUARD -m recent --rcheck --seconds 60 --hitcount 4 --name ssh --mask 255.255.255.255 --rsource -j DROP
 COMMIT
 """
 INVALID_FORWARD = """*filter
@@ -53,7 +53,8 @@ def _ids(result):
     return sorted(set(f["id"] for f in result["findings"]))
 
 
-V6 = {"203.0.113.9/32": "2001:db8::9/128", "10.50.0.5:80": "[fd00::5]:80"}
+V6 = {"203.0.113.9/32": "2001:db8::9/128", "10.50.0.5:80": "[fd00::5]:80",
+      "--mask 255.255.255.255": "--mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}
 
 
 def _for_family(ruleset, family):
@@ -131,5 +132,8 @@ def test_the_baseline_audits_clean(lab, backend):
     assert result["findings"] == [], result["findings"]
     # the same host with Docker and kube-proxy chains next to the baseline: only their own findings remain
     seed_foreign(ns, backend)
-    ids = _ids(_audit(ns, multi_homed=False))
-    assert ids == ["NGCT003"], ids  # kube-proxy's unscoped INVALID drop in KUBE-FORWARD
+    findings = _audit(ns, multi_homed=False)["findings"]
+    # what remains is about the other tools' rules (e.g. Docker's ER accept in FORWARD, dead behind the baseline's
+    # final drop), at low severity at most; nothing about the baseline's own chains
+    assert findings and all(f["severity"] in ("info", "low") for f in findings), findings
+    assert not [f for f in findings if (f["chain"] or "").startswith("NG-CT-")], findings
