@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from firewall_lab import BACKENDS, TOOL, module, restore, save
+from firewall_lab import BACKENDS, TOOL, module, save
 from netns_lab import REPO_ROOT
 
 
@@ -187,8 +187,8 @@ def _sniffed(wan, device, ports, action, seconds=3.0):
 def test_nat_router_forwards_invalid_packets_untranslated(lab, backend):
     lan, router, wan = lab.add("lan", conntrack_rule=False), lab.add("rtr", conntrack_rule=False), \
         lab.add("wan", conntrack_rule=False)
-    _, lan_side = lab.link(router, "10.0.0.1/24", lan, "10.0.0.2/24")
-    _, wan_side = lab.link(router, "198.51.100.1/24", wan, "198.51.100.2/24")
+    lab.link(router, "10.0.0.1/24", lan, "10.0.0.2/24")
+    wan_side = lab.link(router, "198.51.100.1/24", wan, "198.51.100.2/24")[1]
     _rename(router, "v0a", "enp3s0")
     _rename(router, "v1a", "tun0")
     lan.run(["ip", "route", "add", "default", "via", "10.0.0.1"])

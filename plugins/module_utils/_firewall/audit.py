@@ -345,7 +345,7 @@ def narrow(ctx, rule):
     return out
 
 
-def reverse(ctx, family=None, keep_opaque=False):
+def reverse(ctx, keep_opaque=False):
     """The context of the reply direction: interfaces, addresses and ports swapped, other matches dropped."""
     out = []
     for key, value, neg in ctx:
@@ -372,6 +372,10 @@ def describe(ctx):
 # the path evaluator
 
 
+def _rule_ref(event):
+    return "-A %s %s (%s position %d)" % (event["chain"], event["spec"], event["chain"], event["position"])
+
+
 class Walk(object):
     """Result of walking a built-in chain for one packet class: the events and where the packets end."""
 
@@ -390,8 +394,7 @@ class Walk(object):
     def where(self):
         if self.end is None:
             return "the %s policy %s" % (self.builtin, self.verdict)
-        return "-A %s %s (%s position %d)" % (self.end["chain"], self.end["spec"], self.end["chain"],
-                                               self.end["position"])
+        return _rule_ref(self.end)
 
     def accepts(self, exclude=None):
         return [ev for ev in self.events if ev["rule"]["target"] == "ACCEPT" and not (exclude and exclude(ev))]
@@ -475,8 +478,7 @@ class Fate(object):
     def where(self):
         if self.event is None:
             return "the %s policy %s" % (self.builtin, self.verdict)
-        return "-A %s %s (%s position %d)" % (self.event["chain"], self.event["spec"], self.event["chain"],
-                                               self.event["position"])
+        return _rule_ref(self.event)
 
 
 def _branch(ruleset, table, builtin, frames, klass, ctx, budget, out, cache):
@@ -566,7 +568,7 @@ class Tools(object):
             if not tool:
                 continue
             for spec in table["rules"].get(chain, []):
-                for key, value, neg in parse_rule(spec)["atoms"]:
+                for key, value, _neg in parse_rule(spec)["atoms"]:
                     if key in IFACE_KEYS and not value.endswith("+"):
                         self.ifaces.setdefault(value, tool)
 
@@ -582,7 +584,7 @@ class Tools(object):
             tool = self.of_chain(chain)
             if tool:
                 return tool
-        for key, value, neg in event["rule"]["atoms"]:
+        for key, value, _neg in event["rule"]["atoms"]:
             if key in IFACE_KEYS and value in self.ifaces:
                 return self.ifaces[value]
         return None
@@ -640,13 +642,9 @@ def _static_rules(table, builtin, cache):
 # the findings
 
 
-def _est(family_state):
-    return (family_state, None)
-
-
 def _coverage_gaps(ruleset, builtin, event, family, cache):
     """What happens to the ESTABLISHED/RELATED packets of the flows a NEW accept admits: list of (what, fate)."""
-    ctx = [atom for atom in event["ctx"]]
+    ctx = list(event["ctx"])
     reply_chain = "FORWARD" if builtin == "FORWARD" else "OUTPUT"
     related_ctx = [(key, value, neg) for key, value, neg in (reverse(ctx) if builtin == "FORWARD" else ctx)
                    if key in IFACE_KEYS] + [("-p", ICMP[family], False)]
@@ -908,7 +906,7 @@ def _is_local(address, context):
     return address in set(context.get("local_addresses") or ())
 
 
-def _dnat_findings(item, tools, context, cache):
+def _dnat_findings(item, context, cache):
     ruleset, family = item["ruleset"], item["family"]
     if not ruleset.get("nat") or not ruleset.get("filter"):
         return []
@@ -934,8 +932,8 @@ def _dnat_findings(item, tools, context, cache):
                 "NGCT004", "high", item, "nat", event,
                 "FORWARD accepts nothing of the flows DNATed to %s%s: they end at %s" % (
                     address, (":%s" % port) if port else "", walk.where()),
-                "%s NEW flows matching %s, translated to %s" % (family, describe(event["ctx"]),
-                                                                  rule["to_destination"])))
+                "%s NEW flows matching %s, translated to %s" % (
+                    family, describe(event["ctx"]), rule["to_destination"])))
     return findings
 
 
@@ -953,7 +951,7 @@ def _accepts_new(ruleset, builtin, ctx, cache):
     return walk.verdict == "ACCEPT" or bool(walk.accepts(lambda ev: _loopback(ev["ctx"])))
 
 
-def _passes_tracked(ruleset, raw_chain, builtin, ctx, cache):
+def _passes_tracked(ruleset, builtin, ctx, cache):
     """Whether ``builtin`` would pass the packets a NOTRACK rule exempts if they were tracked.
 
     They pass as NEW when the chain accepts NEW flows like them; as ESTABLISHED when they are the replies to flows
@@ -991,7 +989,7 @@ def _notrack_findings(item, tools, cache):
                 walk = evaluate(ruleset, "filter", builtin, ("UNTRACKED", False), ctx, cache)
                 if walk.verdict not in DROPS:
                     continue
-                if not _passes_tracked(ruleset, raw_chain, builtin, ctx, cache):
+                if not _passes_tracked(ruleset, builtin, ctx, cache):
                     continue
                 tool = tools.of_event(event)
                 findings.append(_event_finding(
@@ -1039,7 +1037,7 @@ def audit(rulesets, context=None):
             findings.extend(_established_findings(item, tools, cache))
             findings.extend(_order_findings(item, tools, cache))
             findings.extend(_invalid_findings(item, tools, context, cache))
-        findings.extend(_dnat_findings(item, tools, context, cache))
+        findings.extend(_dnat_findings(item, context, cache))
         findings.extend(_notrack_findings(item, Tools(ruleset.get("raw")), cache))
         findings.extend(_state_module_findings(item))
     for family, items in sorted(by_family.items()):

@@ -209,6 +209,7 @@ def test_ipv6_dnat_accepted_by_destination():
     text = ("*nat\n-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80\nCOMMIT\n"
             "*filter\n:FORWARD DROP [0:0]\n-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
             "-A FORWARD -d fd00::/64 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n")
+
     def dnat(text):
         return [f for f in _run(text, family="ipv6") if f["id"] == "NGCT004"]
     assert dnat(text) == []
