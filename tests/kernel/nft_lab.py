@@ -1,0 +1,96 @@
+"""Helpers for the native-nftables kernel tests: the foreign rule sets in the shared reference, loading them into
+a namespace, a TCP listener and a connect probe."""
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import List, Optional
+
+import pytest
+
+from netns_lab import REPO_ROOT, Netns, wait_line
+
+NFT_REFERENCE_REL = os.path.join("reference", "rulesets", "nft")
+
+LISTENER = r"""
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port)); s.listen(64)
+print("ready", flush=True)
+while True:
+    conn, _ = s.accept()
+    try:
+        data = conn.recv(64)
+        conn.sendall(data)
+    except OSError:
+        pass
+    conn.close()
+"""
+
+CONNECT = r"""
+import socket, sys
+addr, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
+s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((addr, port)); s.sendall(b"ping"); print("ok" if s.recv(64) == b"ping" else "bad")
+except OSError as exc:
+    print("fail %s" % exc)
+"""
+
+
+def shared_dir() -> Optional[str]:
+    """``../shared`` next to the repository root; from a git worktree, next to the main checkout."""
+    candidates = [os.path.join(os.path.dirname(REPO_ROOT), "shared")]
+    try:
+        common = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--git-common-dir"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+        if common:
+            main_root = os.path.dirname(os.path.abspath(os.path.join(REPO_ROOT, common)))
+            candidates.append(os.path.join(os.path.dirname(main_root), "shared"))
+    except OSError:
+        pass
+    for candidate in candidates:
+        if os.path.isdir(os.path.join(candidate, NFT_REFERENCE_REL)):
+            return candidate
+    return None
+
+
+def nft_reference() -> str:
+    """The directory of the foreign nft rule sets; skip (fail under CI=true) when it is not there."""
+    shared = shared_dir()
+    if shared is None:
+        message = "the shared reference rule sets (../shared/%s) are not next to this checkout" % NFT_REFERENCE_REL
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return os.path.join(shared, NFT_REFERENCE_REL)
+
+
+def reference_files() -> List[str]:
+    shared = shared_dir()
+    if shared is None:
+        return []
+    directory = os.path.join(shared, NFT_REFERENCE_REL)
+    return sorted(name for name in os.listdir(directory) if name.endswith(".nft"))
+
+
+def load_file(ns: Netns, path: str) -> None:
+    """``nft -f`` a reference file into the namespace (libvirt's needs its bridge to exist first)."""
+    if "libvirt" in os.path.basename(path):
+        ns.run(["ip", "link", "add", "virbr0", "type", "veth", "peer", "name", "virbr0-peer"])
+    ns.run(["nft", "-f", path])
+
+
+def listen(ns: Netns, address: str, port: int):
+    proc = ns.spawn(["python3", "-c", LISTENER, address, str(port)], stdout=subprocess.PIPE, text=True)
+    wait_line(proc, "ready")
+    return proc
+
+
+def connects(ns: Netns, address: str, port: int, timeout: float = 2.0) -> bool:
+    out = ns.run(["python3", "-c", CONNECT, address, str(port), str(timeout)], check=False,
+                 timeout=timeout + 30).stdout.strip()
+    return out == "ok"
