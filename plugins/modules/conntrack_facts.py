@@ -229,6 +229,33 @@ ansible_facts:
                 with V(nft) means both backends may hold rules.
               type: list
               elements: str
+            nft_tables:
+              description:
+                - Every nf_tables table in this namespace (from C(nft -j list ruleset)), in nft's order; V(null) when
+                  nft is missing or cannot list the rule set (RV(ansible_facts.conntrack.environment.nft_tables_reason)).
+                - Each has C(family), C(name), C(owner) (V(iptables-nft), V(ebtables-nft), V(arptables-nft),
+                  V(firewalld), V(docker), V(kube-proxy), V(libvirt), V(incus), V(lxd), V(netavark),
+                  V(nodeguard.conntrack), V(nftables.conf) when declared in C(/etc/nftables.conf), V(unknown)),
+                  C(iptables_view) (whether C(iptables-save) shows it), C(flags), C(base_chains) (name, type, hook,
+                  priority, policy), C(chains) and C(rules) (counts).
+                - A table with C(iptables_view=false) holds rules only an nftables audit reads
+                  (M(nodeguard.conntrack.nftables_audit)).
+              type: list
+              elements: dict
+              version_added: 0.2.0
+            nft_tables_reason:
+              description: Why RV(ansible_facts.conntrack.environment.nft_tables) is V(null), else V(null).
+              type: str
+              version_added: 0.2.0
+            nft_native_tables:
+              description: Number of nf_tables tables the iptables view does not cover; V(null) when not read.
+              type: int
+              version_added: 0.2.0
+            nftables_conf:
+              description: What C(/etc/nftables.conf) declares (C(tables), C(flush_ruleset), C(includes)); V(null)
+                when the file does not exist. C(flush_ruleset=true) means loading it deletes every other tool's table.
+              type: dict
+              version_added: 0.2.0
         events:
           description: Conntrack kernel messages within O(events_window) seconds.
           returned: when the events subset is gathered
@@ -290,6 +317,15 @@ def main():
         rc, out, err = module.run_command([binary, "-V"], environ_update={"LANG": "C", "LC_ALL": "C"})
         return out if rc == 0 else None
 
+    def nft_list():
+        nft = module.get_bin_path("nft", required=False)
+        if not nft:
+            return None, "nft not found"
+        rc, out, err = module.run_command([nft, "-j", "list", "ruleset"], environ_update={"LANG": "C", "LC_ALL": "C"})
+        if rc != 0:
+            return None, "nft -j list ruleset failed (rc=%d): %s" % (rc, err.strip())
+        return out, None
+
     try:
         subsets = _ct_facts.resolve_subsets(params["gather_subset"])
         for name in ("events_window", "events_max_records"):
@@ -297,7 +333,7 @@ def main():
                 raise InputError(name, "must be a positive integer, got %d" % params[name])
         facts, warnings = _ct_facts.gather(subsets, events_window=params["events_window"],
                                            events_max_records=params["events_max_records"],
-                                           run_iptables_version=iptables_version)
+                                           run_iptables_version=iptables_version, run_nft_list=nft_list)
     except NodeguardError as exc:
         fail_json(module, exc)
     for warning in warnings:

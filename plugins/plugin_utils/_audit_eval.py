@@ -16,6 +16,10 @@ Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_a
   nodes per bucket against the kernel's random chain limit), or max / buckets above max_chain_ratio
 - NGCA005 conntrack cannot be observed (not loaded, no counters source)
 - NGCA006 "table full, dropping packet" kernel messages for this namespace in the events window
+- NGCA007 native nftables tables the iptables view does not show, and no nftables audit read them (never a clean
+  bill for rules nobody read)
+
+Findings of nftables_audit keep their NGNF ids (source ``nftables``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -48,6 +52,7 @@ TITLES = {
     "NGCA004": "long hash chains at a full table drop packets",
     "NGCA005": "conntrack cannot be observed",
     "NGCA006": "table full messages in the kernel log",
+    "NGCA007": "native nftables rules not audited",
 }
 
 COUNTER_MEANING = {
@@ -283,6 +288,7 @@ def evaluate(collected, options=None, previous=None, now=None):
     """Evaluate one host.
 
     ``collected``: {"host", "facts" (ansible_facts.conntrack), "firewall" (iptables_audit result or None),
+    "nftables" (nftables_audit result or None),
     "states" (conntrack_info groups by proto/state or None), "nat" ({"dnat": n, "snat": n} or None)}.
     ``previous``: the state record of the last audit (see :func:`state_record`) or None.
     """
@@ -410,12 +416,38 @@ def evaluate(collected, options=None, previous=None, now=None):
     if isinstance(firewall, dict) and isinstance(firewall.get("findings"), list):
         firewall_out = {"audited": True, "summary": firewall.get("summary"), "sources": list(firewall.get("sources") or []),
                         "skipped": list(firewall.get("skipped") or [])}
-        for item in firewall["findings"]:
+    nft_tables = environment.get("nft_tables") if isinstance(environment.get("nft_tables"), list) else None
+    nft_result = collected.get("nftables")
+    nft_audited = isinstance(nft_result, dict) and isinstance(nft_result.get("findings"), list) \
+        and not nft_result.get("skipped")
+    firewall_out["nftables_audited"] = nft_audited
+    firewall_out["nftables_summary"] = nft_result.get("summary") if nft_audited else None
+    if nft_audited and nft_result.get("source"):
+        firewall_out["sources"].append(str(nft_result["source"]))
+    native = [t for t in nft_tables or [] if isinstance(t, dict) and not t.get("iptables_view")]
+    if native and not nft_audited:
+        findings.append(_finding(
+            "NGCA007", "warning", "%d nf_tables table(s) hold rules the iptables view does not show (%s) and no "
+            "nftables audit read them: the rule-set findings cover only part of this host's firewall" % (
+                len(native), ", ".join("%s %s (%s)" % (t.get("family"), t.get("name"), t.get("owner"))
+                                       for t in native)),
+            "Run nodeguard.conntrack.nftables_audit on the host (the conntrack_audit role does when conntrack_audit_"
+            "firewall is true and nft can list the rule set; it needs root).", "firewall"))
+    elif nft_tables is None and environment.get("nft_tables_reason") not in (None, "nft not found", "not read") \
+            and not nft_audited:
+        findings.append(_finding(
+            "NGCA007", "warning", "the nf_tables rule set could not be listed (%s): native nftables rules, if any, "
+            "were not audited" % environment.get("nft_tables_reason"),
+            "Run the audit as root with the nft command installed.", "facts"))
+    for source, result_in in (("firewall", firewall), ("nftables", nft_result if nft_audited else None)):
+        if not (isinstance(result_in, dict) and isinstance(result_in.get("findings"), list)):
+            continue
+        for item in result_in["findings"]:
             if not isinstance(item, dict):
                 continue
             original = item.get("severity")
             level = opts["firewall_severity"].get(original, "warning")
-            entry = {"id": str(item.get("id")), "source": "firewall", "severity": level if level != "ok" else "info",
+            entry = {"id": str(item.get("id")), "source": source, "severity": level if level != "ok" else "info",
                      "title": str(item.get("title") or item.get("id")), "detail": str(item.get("detail") or ""),
                      "fix": str(item.get("fix") or ""), "original_severity": original}
             for key in ("family", "backend", "table", "chain", "position", "rule"):
@@ -456,6 +488,10 @@ def evaluate(collected, options=None, previous=None, now=None):
             "init_netns": environment.get("init_netns"),
             "netns_inode": environment.get("netns_inode"),
             "iptables_backend": environment.get("iptables_backend"),
+            "nft_tables": None if nft_tables is None else [
+                {"family": t.get("family"), "name": t.get("name"), "owner": t.get("owner"),
+                 "iptables_view": bool(t.get("iptables_view")), "rules": t.get("rules")}
+                for t in nft_tables if isinstance(t, dict)],
         },
         "usage": usage,
         "counters": counters,
@@ -516,7 +552,8 @@ def fleet(results, options=None, missing=None, now=None, fail_on="none"):
         "findings_by_id": dict(sorted(by_id.items())),
         "near_full": [r["host"] for r in hosts if r["usage"]["level"] != "ok"],
         "dropping": [r["host"] for r in hosts if r["rising"]],
-        "rule_findings": [r["host"] for r in hosts if any(f["source"] == "firewall" for f in r["findings"])],
+        "rule_findings": [r["host"] for r in hosts if any(f["source"] in ("firewall", "nftables")
+                                                          for f in r["findings"])],
         "undersized": [r["host"] for r in hosts if r["sizing"] and r["sizing"]["level"] != "ok"],
     }
     return {

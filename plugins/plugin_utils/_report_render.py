@@ -117,6 +117,19 @@ def _rising_text(result):
     return ", ".join(parts) if parts else "none"
 
 
+def _tables_text(env, escape):
+    """One line listing every nf_tables table by family, owner and whether the iptables view covers it."""
+    tables = env.get("nft_tables")
+    if tables is None:
+        return "nf_tables tables: not read."
+    if not tables:
+        return "nf_tables tables: none."
+    return "nf_tables tables: " + ", ".join(
+        "%s %s (%s, %s)" % (escape(t.get("family")), escape(t.get("name")), escape(t.get("owner")),
+                            "in the iptables view" if t.get("iptables_view") else "native, not in the iptables view")
+        for t in tables) + "."
+
+
 def render_markdown(report):
     _check(report)
     summary = report["summary"]
@@ -150,6 +163,8 @@ def render_markdown(report):
         lines.append("Kernel %s, container %s, init netns %s, iptables %s, counters from %s, collected %s." % (
             md(env.get("kernel_release")), md(env.get("container") or "none"), md(env.get("init_netns")),
             md(env.get("iptables_backend")), md(result.get("counters_source")), md(result.get("collected_at"))))
+        lines.append("")
+        lines.append(_tables_text(env, md))
         lines.append("")
         if result["findings"]:
             for item in result["findings"]:
@@ -297,7 +312,8 @@ def _host_html(index, result):
            '<div class="meta">kernel %s · container %s · init netns %s · iptables %s · counters from %s · collected %s'
            '</div>' % (h(env.get("kernel_release")), h(env.get("container") or "none"), h(env.get("init_netns")),
                        h(env.get("iptables_backend")), h(result.get("counters_source")), h(result.get("collected_at"))),
-           usage_svg(usage)]
+           usage_svg(usage),
+           '<p class="nft-tables">%s</p>' % _tables_text(env, h)]
     if result["findings"]:
         out.append('<ul class="findings">%s</ul>' % "".join(_finding_html(f) for f in result["findings"]))
     else:

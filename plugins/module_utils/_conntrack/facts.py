@@ -30,7 +30,8 @@ LIMIT_KNOBS = ("max", "count", "buckets", "expect_max")
 # the keys of the host probe conntrack_facts documents and returns (the probe also answers live/writable knobs)
 ENVIRONMENT_KEYS = ("kernel_release", "conntrack", "init_netns", "init_netns_reason", "netns_inode", "container",
                     "container_evidence", "writable_knobs", "readonly_knobs", "iptables_backend",
-                    "iptables_legacy_tables", "memtotal_mb", "cpus")
+                    "iptables_legacy_tables", "nft_tables", "nft_tables_reason", "nft_native_tables", "nftables_conf",
+                    "memtotal_mb", "cpus")
 SETTING_KNOBS = tuple(sorted(name for name, (scope, kind) in _knobs.KNOBS.items()
                              if scope == _knobs.SCOPE_NETNS and kind != "timeout"))
 
@@ -159,7 +160,7 @@ def gather_events(window_seconds, max_records, max_bytes, own_inode, init_netns)
 
 
 def gather(subsets, events_window=3600, events_max_records=50000, events_max_bytes=8 * 1024 * 1024,
-           run_iptables_version=None):
+           run_iptables_version=None, run_nft_list=None):
     """(facts dict for ansible_facts.conntrack, list of warnings)."""
     warnings = []
     notes = []
@@ -169,7 +170,8 @@ def gather(subsets, events_window=3600, events_max_records=50000, events_max_byt
     if "environment" in subsets or "events" in subsets:
         # events only need the netns inode: run no iptables command for facts that are not returned
         environment = _ct_environment.probe(present, run_iptables_version=run_iptables_version
-                                            if "environment" in subsets else None)
+                                            if "environment" in subsets else None,
+                                            run_nft_list=run_nft_list if "environment" in subsets else None)
         if "environment" in subsets:
             facts["environment"] = dict((key, environment[key]) for key in ENVIRONMENT_KEYS)
     if not facts["available"]:

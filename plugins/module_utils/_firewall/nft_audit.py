@@ -116,6 +116,11 @@ def _accepts_new(entry):
     return "new" in states
 
 
+def _opaque(entry):
+    """A match this reader cannot compare (xt compat, fib, marks, ...) on the rule or its path."""
+    return entry["info"]["other"] or any(call["other"] and not call.get("vmap_key") for call in entry["path"])
+
+
 def _drops(entry):
     return entry["info"]["verdict"] in ("drop", "reject")
 
@@ -359,7 +364,7 @@ def _covered_by(drop_view, entry, dnat_addresses):
     states = _states(entry)
     conds = _conds(entry)
     for other in drop_view.entries:
-        if other["info"]["verdict"] != "accept":
+        if other["info"]["verdict"] != "accept" or _opaque(other):
             continue
         other_states = _states(other)
         if other_states is not None and states is not None and states <= other_states and _subsumes(_conds(other),

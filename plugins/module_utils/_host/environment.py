@@ -22,6 +22,8 @@ import stat
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_int, read_or_none
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_inventory as _nft_inventory
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_ruleset as _nft_ruleset
 
 SYS_MODULE_DIR = "/sys/module/nf_conntrack"
 MODULES_DIRS = ("/lib/modules", "/usr/lib/modules")
@@ -34,6 +36,7 @@ HOST_SCOPE_SIGNALS = ("max", "buckets", "expect_max")
 IPTABLES_PATHS = ("/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables", "/bin/iptables")
 IPTABLES_ALTERNATIVES = ("/etc/alternatives/iptables",)
 LEGACY_TABLE_FILES = ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names")
+NFTABLES_CONF = "/etc/nftables.conf"
 
 _NETNS_LINK_RE = re.compile(r"^net:\[(\d+)\]$")
 _BUILTIN_RE = re.compile(r"/nf_conntrack\.ko(\.\w+)?$", re.M)
@@ -167,6 +170,16 @@ def parse_environ_container(raw):
     return None
 
 
+def netfilter_tables(nft_json, nftables_conf_text=None):
+    """(tables, reason): every nf_tables table with its owner and whether the iptables view covers it (see
+    ``nft_inventory.inventory``), from the output of ``nft -j list ruleset``; (None, reason) when it is not JSON."""
+    try:
+        ruleset = _nft_ruleset.parse(nft_json)
+    except _nft_ruleset.NftParseError as exc:
+        return None, "cannot parse nft -j list ruleset: %s" % exc
+    return _nft_inventory.inventory(ruleset, nftables_conf_text), None
+
+
 # ---- adapters ----
 
 def _readlink(path):
@@ -275,11 +288,13 @@ def parse_memtotal_mb(meminfo_text):
     return None
 
 
-def probe(present, run_iptables_version=None, knobs=()):
+def probe(present, run_iptables_version=None, knobs=(), run_nft_list=None):
     """Collect the environment facts. ``present``: catalogue knobs that exist here (short names).
 
     ``knobs``: short names whose live value and writability the caller needs (``live``, ``writable``,
     ``hashsize``, ``hashsize_writable`` in the result; conntrack_facts returns only the keys it documents).
+    ``run_nft_list``: a callable returning (text of ``nft -j list ruleset`` or None, reason); without it the
+    nf_tables inventory is not read (``nft_tables`` None).
     """
     release = os.uname()[2]
     conntrack = conntrack_presence(release, bool(present))
@@ -293,6 +308,12 @@ def probe(present, run_iptables_version=None, knobs=()):
     legacy_tables = []
     for path in LEGACY_TABLE_FILES:
         legacy_tables.extend(parse_table_names(read_or_none(path)))
+    conf_text = read_or_none(NFTABLES_CONF)
+    nft_tables, nft_reason = None, "not read"
+    if run_nft_list is not None:
+        text, nft_reason = run_nft_list()
+        if text is not None:
+            nft_tables, nft_reason = netfilter_tables(text, conf_text)
     return {
         "kernel_release": release,
         "conntrack": conntrack,
@@ -305,6 +326,11 @@ def probe(present, run_iptables_version=None, knobs=()):
         "readonly_knobs": readonly,
         "iptables_backend": backend,
         "iptables_legacy_tables": sorted(set(legacy_tables)),
+        # every nf_tables table (iptables-nft's, firewalld's, Docker's, ...): what the iptables view misses
+        "nft_tables": nft_tables,
+        "nft_tables_reason": nft_reason,
+        "nft_native_tables": None if nft_tables is None else len(_nft_inventory.native_tables(nft_tables)),
+        "nftables_conf": _nft_inventory.nftables_conf(conf_text),
         # the two host figures sizing needs, so a role need not run a hardware fact gathering for them
         "memtotal_mb": parse_memtotal_mb(read_or_none("/proc/meminfo")),
         "cpus": os.cpu_count(),

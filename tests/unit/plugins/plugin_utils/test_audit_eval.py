@@ -301,3 +301,38 @@ def test_deltas_are_never_negative_and_add_up(before, after):
             assert entry["delta"] is None
         else:
             assert entry["delta"] >= 0 and entry["previous"] + entry["delta"] == entry["current"]
+
+
+NATIVE = [{"family": "ip", "name": "filter", "owner": "iptables-nft", "iptables_view": True, "rules": 3},
+          {"family": "inet", "name": "firewalld", "owner": "firewalld", "iptables_view": False, "rules": 92}]
+
+
+def _with_tables(tables, reason=None):
+    data = collected()
+    data["facts"]["environment"].update(nft_tables=tables, nft_tables_reason=reason)
+    return data
+
+
+def test_native_nft_tables_not_audited_are_never_a_clean_bill():
+    result = ev.evaluate(_with_tables(NATIVE), now=1)
+    assert [f["id"] for f in result["findings"]] == ["NGCA007"]
+    assert "inet firewalld (firewalld)" in result["findings"][0]["detail"] and result["status"] == "warning"
+    assert result["environment"]["nft_tables"][1] == NATIVE[1]
+    # only iptables-nft's tables: the iptables audit read them all
+    assert ev.evaluate(_with_tables(NATIVE[:1]), now=1)["findings"] == []
+    unreadable = ev.evaluate(_with_tables(None, "nft -j list ruleset failed (rc=1): Operation not permitted"), now=1)
+    assert [f["id"] for f in unreadable["findings"]] == ["NGCA007"]
+    assert ev.evaluate(_with_tables(None, "nft not found"), now=1)["findings"] == []
+
+
+def test_nftables_audit_findings_are_merged():
+    data = _with_tables(NATIVE)
+    data["nftables"] = {"findings": [{"id": "NGNF001", "severity": "high", "title": "t", "detail": "d", "fix": "f",
+                                      "family": "inet", "table": "filter", "chain": "input", "position": 2,
+                                      "rule": "udp dport 53 accept"}],
+                        "summary": {"high": 1}, "source": "/usr/sbin/nft -j list ruleset", "skipped": ""}
+    result = ev.evaluate(data, now=1)
+    assert [(f["id"], f["source"], f["severity"]) for f in result["findings"]] == [("NGNF001", "nftables", "critical")]
+    assert result["firewall"]["nftables_audited"] is True
+    assert result["firewall"]["sources"] == ["/usr/sbin/nft -j list ruleset"]
+    assert ev.fleet([result], now=2)["summary"]["rule_findings"] == ["web-1"]

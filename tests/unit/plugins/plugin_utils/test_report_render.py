@@ -28,7 +28,15 @@ def _fleet(evil=False, fail_on="none"):
     full = ev.evaluate({"host": "full-1", "facts": _facts(950), "states": [{"key": {"proto": "udp", "state": None}, "count": 940}],
                         "nat": {"dnat": 2, "snat": 0}}, {"sizing": {"peak_flows": 2000, "memory_mb": 4096, "cpus": 2}}, now=100)
     first = ev.evaluate({"host": "rules-2", "facts": _facts(10, {"drop": 1})}, now=50)
-    rules = ev.evaluate({"host": EVIL if evil else "rules-2", "facts": _facts(10, {"drop": 4}), "firewall": {
+    rules_facts = _facts(10, {"drop": 4})
+    rules_facts["environment"]["nft_tables"] = [
+        {"family": "inet", "name": EVIL if evil else "firewalld", "owner": "firewalld", "iptables_view": False,
+         "rules": 9}]
+    rules = ev.evaluate({"host": EVIL if evil else "rules-2", "facts": rules_facts, "nftables": {
+        "findings": [{"id": "NGNF003", "severity": "low", "title": "invalid drop", "detail": "d", "fix": "f",
+                      "family": "inet", "table": "firewalld", "chain": "filter_FORWARD", "position": 4,
+                      "rule": "ct state invalid drop"}], "summary": {"low": 1}, "source": "nft -j list ruleset",
+        "skipped": ""}, "firewall": {
         "findings": [{"id": "NGCT001", "severity": "high", "title": EVIL if evil else "NEW accepted",
                       "detail": EVIL if evil else "detail", "fix": EVIL if evil else "fix it",
                       "rule": EVIL if evil else "-A INPUT -p tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT",
@@ -198,3 +206,12 @@ def test_textfile_label_escaping():
     line = [l for l in rr.render_textfile(result).splitlines() if l.startswith("nodeguard_conntrack_entries_by_state")][0]
     assert line == 'nodeguard_conntrack_entries_by_state{proto="u\\"d\\\\p\\n",state="x"} 1'
     assert PROM_LINE.match(line)
+
+
+def test_every_nft_table_is_listed_with_its_owner():
+    report = _fleet()
+    markdown = rr.render_markdown(report)
+    assert "nf_tables tables: inet firewalld (firewalld, native, not in the iptables view)." in markdown
+    assert "nf_tables tables: not read." in markdown  # hosts whose facts did not list them say so
+    assert "NGNF003" in markdown and "ct state invalid drop" in markdown
+    assert 'class="nft-tables">nf_tables tables: inet firewalld (firewalld, native' in rr.render_html(report)

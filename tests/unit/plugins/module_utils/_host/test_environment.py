@@ -123,3 +123,28 @@ def test_knob_access_marks_hashsize_readonly_outside_init_netns(tmp_path):
 ])
 def test_parse_memtotal_mb(text, expected):
     assert env.parse_memtotal_mb(text) == expected
+
+
+NFT_JSON = ('{"nftables": [{"metainfo": {"json_schema_version": 1}},'
+            '{"table": {"family": "ip", "name": "filter", "handle": 1}},'
+            '{"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 1, "type": "filter",'
+            ' "hook": "input", "prio": 0, "policy": "accept"}},'
+            '{"table": {"family": "inet", "name": "firewalld", "handle": 2}},'
+            '{"chain": {"family": "inet", "table": "firewalld", "name": "filter_INPUT", "handle": 2, "type": "filter",'
+            ' "hook": "input", "prio": 10, "policy": "accept"}},'
+            '{"rule": {"family": "inet", "table": "firewalld", "chain": "filter_INPUT", "handle": 3,'
+            ' "expr": [{"reject": null}]}}]}')
+
+
+def test_netfilter_tables_owner_and_iptables_view():
+    tables, reason = env.netfilter_tables(NFT_JSON)
+    assert reason is None
+    assert [(t["family"], t["name"], t["owner"], t["iptables_view"], t["rules"]) for t in tables] == [
+        ("ip", "filter", "iptables-nft", True, 0), ("inet", "firewalld", "firewalld", False, 1)]
+    assert tables[1]["base_chains"] == [{"name": "filter_INPUT", "type": "filter", "hook": "input", "priority": 10,
+                                         "policy": "accept"}]
+
+
+def test_netfilter_tables_bad_output():
+    tables, reason = env.netfilter_tables("nft: not json")
+    assert tables is None and "cannot parse" in reason
