@@ -9,6 +9,7 @@ import jsonschema
 from netns_lab import REPO_ROOT, namespace_inventory, run_collection_playbook
 from nft_lab import load_file, nft_reference
 
+
 def _read(path):
     try:
         with open(path) as handle:

@@ -231,10 +231,9 @@ def _order_findings(view):
                     first, reason = offenders[0]
                     findings.append(_finding(
                         "NGNF002", "medium" if reason == "dropping" else "low", chain, first,
-                        "%d rule(s) before the established,related accept (chain %s position %d) are %s or "
-                        "logging; the first is %s" % (len(offenders), entry["chain"], entry["position"],
-                                                       "dropping" if reason == "dropping" else "expensive", reason),
-                        view.nfproto))
+                        "%d rule(s) before the established,related accept (chain %s position %d) can drop or "
+                        "log established packets; the first is %s" % (
+                            len(offenders), entry["chain"], entry["position"], reason), view.nfproto))
                 break
             er_entries.append(entry)
             continue
@@ -367,8 +366,8 @@ def _covered_by(drop_view, entry, dnat_addresses):
         if other["info"]["verdict"] != "accept" or _opaque(other):
             continue
         other_states = _states(other)
-        if other_states is not None and states is not None and states <= other_states and _subsumes(_conds(other),
-                                                                                                     conds):
+        if other_states is not None and states is not None and states <= other_states \
+                and _subsumes(_conds(other), conds):
             return True
         if other_states is not None and states is None:
             if "dnat" in (other["info"]["ct_status"] or set()) and any(

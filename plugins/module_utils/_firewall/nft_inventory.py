@@ -84,8 +84,8 @@ def inventory(ruleset, nftables_conf_text=None):
                   if key[0] == table["family"] and key[1] == table["name"]]
         who, covered = owner(table, chains, conf_tables)
         bases = []
-        for chain in sorted((c for c in chains if c.get("hook")), key=lambda c: (c["hook"], _nft.priority(c),
-                                                                                  c["name"])):
+        hooked = [c for c in chains if c.get("hook")]
+        for chain in sorted(hooked, key=lambda c: (c["hook"], _nft.priority(c), c["name"])):
             bases.append({"name": chain["name"], "type": chain.get("type"), "hook": chain["hook"],
                           "priority": _nft.priority(chain), "policy": chain.get("policy", "accept")})
         flags = table.get("flags") or []

@@ -106,7 +106,7 @@ def _values(right):
         right = right["set"]
     if not isinstance(right, list):
         right = [right]
-    return [item for item in right]
+    return list(right)
 
 
 def _nfprotos_of(left, right, op):

@@ -93,8 +93,14 @@ def _m(left, right, op="=="):
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-META = lambda key: {"meta": {"key": key}}  # noqa: E731
-PAYLOAD = lambda proto, field: {"payload": {"protocol": proto, "field": field}}  # noqa: E731
+def META(key):  # pylint: disable=invalid-name
+    return {"meta": {"key": key}}
+
+
+def PAYLOAD(proto, field):  # pylint: disable=invalid-name
+    return {"payload": {"protocol": proto, "field": field}}
+
+
 CT_STATE = {"ct": {"key": "state"}}
 ER = [_m(CT_STATE, ["established", "related"], "in"), {"accept": None}]
 
@@ -212,9 +218,9 @@ def test_ngnf006_untracked_accept_handles_notrack():
     notrack = ("inet", "f", [("raw", base("prerouting", -300), [[_m(PAYLOAD("udp", "dport"), 53), {"notrack": None}]]),
                              ("input", base("input", policy="drop"), [ER])])
     assert ids(audit.audit(ruleset(notrack))) == [("NGNF006", "high")]
+    untracked = [_m(CT_STATE, "untracked", "in"), {"accept": None}]
     handled = ("inet", "f", [("raw", base("prerouting", -300), [[_m(PAYLOAD("udp", "dport"), 53), {"notrack": None}]]),
-                             ("input", base("input", policy="drop"), [ER, [_m(CT_STATE, "untracked", "in"),
-                                                                          {"accept": None}]])])
+                             ("input", base("input", policy="drop"), [ER, untracked])])
     assert ids(audit.audit(ruleset(handled))) == []
 
 
