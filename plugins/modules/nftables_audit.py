@@ -184,11 +184,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as fw_audit
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError, NodeguardError, \
+    fail_json
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_audit
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_inventory
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_ruleset
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
 
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
 RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
@@ -207,36 +209,27 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    context = {}
-    if params["multi_homed"] is None:
-        interfaces = fw_audit.route_interfaces(read_or_none("/proc/net/route"), read_or_none("/proc/net/ipv6_route"))
-        context["multi_homed"] = len(interfaces) > 1
-        context["route_interfaces"] = interfaces
-    else:
-        context["multi_homed"] = params["multi_homed"]
-    if params["tcp_be_liberal"] is None:
-        context["tcp_be_liberal"] = (read_or_none("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal") or "0").strip() == "1"
-    else:
-        context["tcp_be_liberal"] = params["tcp_be_liberal"]
-    conf_text = read_or_none(params["nftables_conf"])
-    context["nftables_conf_path"] = params["nftables_conf"]
-    context["nftables_conf"] = nft_inventory.nftables_conf(conf_text)
-    context["nftables_service_enabled"] = any(os.path.lexists(path) for path in SERVICE_LINKS)
-
-    result = dict(changed=False, findings=[], summary=nft_audit.summary([]), tables=[], context=context,
-                  source=None, skipped="")
-    nft = module.get_bin_path("nft", required=False)
-    if not nft:
-        result["skipped"] = "nft not found: no native nftables rule set could be read"
-        module.exit_json(**result)
-    argv = [nft, "-j", "list", "ruleset"]
-    rc, out, err = module.run_command(argv, environ_update={"LANG": "C", "LC_ALL": "C"})
-    if rc != 0:
-        module.fail_json(msg="%s failed (rc=%d): %s" % (" ".join(argv), rc, err.strip()), **result)
+    result = dict(changed=False, findings=[], summary=nft_audit.summary([]), tables=[], context={}, source=None,
+                  skipped="")
     try:
+        host = fw_apply.Host(module)
+        context = host.audit_context(params["multi_homed"], params["tcp_be_liberal"])
+        conf_text = read_or_none(params["nftables_conf"])
+        context["nftables_conf_path"] = params["nftables_conf"]
+        context["nftables_conf"] = nft_inventory.nftables_conf(conf_text)
+        context["nftables_service_enabled"] = any(os.path.lexists(path) for path in SERVICE_LINKS)
+        result["context"] = context
+        nft = host.which("nft")
+        if not nft:
+            result["skipped"] = "nft not found: no native nftables rule set could be read"
+            module.exit_json(**result)
+        argv = [nft, "-j", "list", "ruleset"]
+        rc, out, err = host.run(argv)
+        if rc != 0:
+            raise HostError("%s failed (rc=%d): %s" % (" ".join(argv), rc, err.strip()))
         ruleset = nft_ruleset.parse(out)
-    except nft_ruleset.NftParseError as exc:
-        module.fail_json(msg="cannot parse the output of %s: %s" % (" ".join(argv), exc), **result)
+    except NodeguardError as exc:
+        fail_json(module, exc, **result)
     tables = nft_inventory.inventory(ruleset, conf_text)
     findings = nft_audit.audit(ruleset, context, tables)
     result.update(findings=findings, summary=nft_audit.summary(findings), tables=tables, source=" ".join(argv))

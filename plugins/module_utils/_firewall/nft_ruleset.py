@@ -17,6 +17,8 @@ __metaclass__ = type
 
 import json
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
+
 ALL_STATES = frozenset(["new", "established", "related", "invalid", "untracked"])
 FAMILY_NFPROTO = {"ip": ("ipv4",), "ip6": ("ipv6",), "inet": ("ipv4", "ipv6")}
 VERDICTS = ("accept", "drop", "reject", "jump", "goto", "return", "queue", "continue")
@@ -29,7 +31,7 @@ IPV6_PAYLOADS = ("ip6", "icmpv6")
 MAX_DEPTH = 32
 
 
-class NftParseError(ValueError):
+class NftParseError(ParseError):
     """The text is not the JSON ``nft -j list ruleset`` prints."""
 
 
