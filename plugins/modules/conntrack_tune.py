@@ -209,51 +209,9 @@ environment:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import HASHSIZE_PATH, proc_path
-
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common import host_files as _host_files
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune as _tune
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import tune_host as _tune_host
-
-PATH_OPTIONS = {
-    "sysctl": "sysctl_file",
-    "modules_load": "modules_load_file",
-    "udev_rule": "udev_rule_file",
-    "modprobe": "modprobe_file",
-}
-
-
-def _validate(params):
-    desired = _tune.normalize_knobs(params["knobs"])
-    policy = {
-        "state": params["state"],
-        "persist": params["persist"],
-        "apply_live": params["apply_live"],
-        "raise_only": params["raise_only"],
-        "readonly_policy": params["readonly_policy"],
-        "autoload": params["autoload"],
-        "buckets_live": params.get("buckets_live", True),
-    }
-    _tune.validate_policy(policy)
-    try:
-        policy["mode"] = int(params["mode"], 8)
-    except (TypeError, ValueError):
-        raise _tune.TuneError("mode", "must be an octal string such as '0644', got %r" % (params["mode"],))
-    if policy["mode"] & ~0o777 or policy["mode"] & 0o022:
-        raise _tune.TuneError("mode", "must not be group/world-writable or carry special bits, got %r" % params["mode"])
-    paths = {}
-    for role, option in PATH_OPTIONS.items():
-        paths[role] = _tune.validate_path(option, params[option])
-    if len(set(paths.values())) != len(paths):
-        raise _tune.TuneError("sysctl_file", "the four managed files need four different paths")
-    if policy["state"] == "present" and not desired and params["persist"]:
-        raise _tune.TuneError("knobs", "is empty: nothing to apply (use state=absent to remove the files)")
-    return desired, policy, paths
-
-
-def _outcome(item):
-    return dict((k, item[k]) for k in ("key", "scope", "desired", "before", "after", "status", "reason", "persisted"))
 
 
 def main():
@@ -278,94 +236,10 @@ def main():
     )
     module.run_command_environ_update = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
     try:
-        desired, policy, paths = _validate(module.params)
+        desired, policy, paths = _tune.validate_params(module.params)
+        result = _tune_host.run(module, desired, policy, paths)
     except NodeguardError as exc:
         fail_json(module, exc)
-
-    env = _tune_host.read_environment(list(desired))
-    module_name = _tune.module_name(env["kernel_release"])
-    loaded_module = False
-    if (policy["state"] == "present" and policy["apply_live"] and module.params["load_module"] and desired
-            and env["conntrack"] == "loadable"):
-        loaded_module = True
-        if not module.check_mode:
-            modprobe = module.get_bin_path("modprobe", required=True, opt_dirs=["/sbin", "/usr/sbin"])
-            rc, out, err = module.run_command([modprobe, module_name])
-            if rc != 0:
-                module.fail_json(msg="could not load %s: %s" % (module_name, (err or out).strip()), rc=rc)
-            env = _tune_host.read_environment(list(desired))
-
-    files_before = {}
-    modes_before = {}
-    for role, path in paths.items():
-        try:
-            files_before[role] = _host_files.read_if_exists(path)
-        except (IOError, OSError) as exc:
-            module.fail_json(msg="cannot read %s: %s" % (path, exc), field=PATH_OPTIONS[role])
-        modes_before[role] = _host_files.file_mode(path)
-    result_plan = _tune.plan(env, desired, policy, files_before, paths, modes_before)
-    if result_plan["errors"]:
-        module.fail_json(msg="readonly_policy=fail: %s" % "; ".join(result_plan["errors"]),
-                         knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-    for warning in result_plan["warnings"]:
-        module.warn(warning)
-
-    hashsize_before = env.get("hashsize")
-    if not module.check_mode:
-        for item in result_plan["knobs"]:
-            if item["status"] != _tune.STATUS_CHANGED:
-                continue
-            try:
-                _tune_host.write_knob(item["name"], item["write"])
-            except _tune_host.ReadOnlyKnob as exc:
-                # the permission check passed but the kernel still refused: same policy as a read-only knob
-                item["status"] = _tune.STATUS_SKIPPED
-                item["after"] = item["before"]
-                item["reason"] = "not applicable: the kernel refused the write (%s)" % exc
-                if policy["readonly_policy"] == "fail":
-                    module.fail_json(msg="%s: %s" % (item["name"], item["reason"]),
-                                     knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-                if policy["readonly_policy"] == "warn":
-                    module.warn("%s: %s" % (item["name"], item["reason"]))
-                continue
-            except (IOError, OSError) as exc:
-                module.fail_json(msg="writing %s=%d failed: %s" % (item["key"], item["write"], exc),
-                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-            read = _host_files.read_int(proc_path(item["name"]))
-            if not _tune.value_taken(item["name"], item["write"], read):
-                module.fail_json(msg="the kernel did not take %s=%d (reads back %s)" % (item["key"], item["write"], read),
-                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-            item["after"] = read
-        for role in _tune.FILE_ROLES:
-            item = result_plan["files"][role]
-            try:
-                if item["action"] == "write":
-                    _host_files.write_file_atomic(item["path"], item["after"], policy["mode"])
-                elif item["action"] == "remove":
-                    _host_files.remove_if_exists(item["path"])
-            except (IOError, OSError) as exc:
-                module.fail_json(msg="cannot %s %s: %s" % (item["action"], item["path"], exc), field=PATH_OPTIONS[role],
-                                 knobs=dict((k["name"], _outcome(k)) for k in result_plan["knobs"]))
-
-    knobs = dict((k["name"], _outcome(k)) for k in result_plan["knobs"])
-    result = dict(
-        changed=result_plan["changed"] or loaded_module,
-        knobs=knobs,
-        skipped_knobs=sorted(k["name"] for k in result_plan["knobs"] if k["status"] == _tune.STATUS_SKIPPED),
-        files=dict((role, {"path": f["path"], "action": f["action"], "changed": f["changed"]})
-                   for role, f in result_plan["files"].items()),
-        environment=dict(
-            conntrack=env["conntrack"],
-            init_netns=env["init_netns"],
-            kernel_release=env["kernel_release"],
-            module_name=module_name,
-            module_loaded_now=loaded_module,
-            hashsize_before=hashsize_before,
-            hashsize_after=hashsize_before if module.check_mode else _host_files.read_int(HASHSIZE_PATH),
-        ),
-    )
-    if module._diff:
-        result["diff"] = _tune.diff(result_plan)
     module.exit_json(**result)
 
 

@@ -49,6 +49,13 @@ HEADER = ("# Managed by Ansible (nodeguard.conntrack.conntrack_tune). Do not edi
           "# Remove with conntrack_tune state=absent (or the conntrack_tuning role).\n")
 
 PROC_SYS_DIR_FOR_UDEV = "/proc/sys/net/netfilter"
+# module option holding the path of each managed file
+PATH_OPTIONS = {
+    "sysctl": "sysctl_file",
+    "modules_load": "modules_load_file",
+    "udev_rule": "udev_rule_file",
+    "modprobe": "modprobe_file",
+}
 
 STATUS_CHANGED = "changed"
 STATUS_UNCHANGED = "unchanged"
@@ -112,6 +119,43 @@ def validate_policy(policy):
         raise TuneError("autoload", "must be one of %s" % ", ".join(AUTOLOAD_CHOICES))
     if policy.get("state") not in ("present", "absent"):
         raise TuneError("state", "must be present or absent")
+
+
+def validate_params(params):
+    """conntrack_tune's options -> (desired knobs, policy, paths); raises TuneError naming the option."""
+    desired = normalize_knobs(params["knobs"])
+    policy = dict((name, params[name]) for name in ("state", "persist", "apply_live", "raise_only",
+                                                    "readonly_policy", "autoload", "load_module"))
+    policy["buckets_live"] = params.get("buckets_live", True)
+    validate_policy(policy)
+    try:
+        policy["mode"] = int(params["mode"], 8)
+    except (TypeError, ValueError):
+        raise TuneError("mode", "must be an octal string such as '0644', got %r" % (params["mode"],))
+    if policy["mode"] & ~0o777 or policy["mode"] & 0o022:
+        raise TuneError("mode", "must not be group/world-writable or carry special bits, got %r" % params["mode"])
+    paths = {}
+    for role, option in PATH_OPTIONS.items():
+        paths[role] = validate_path(option, params[option])
+    if len(set(paths.values())) != len(paths):
+        raise TuneError("sysctl_file", "the four managed files need four different paths")
+    if policy["state"] == "present" and not desired and params["persist"]:
+        raise TuneError("knobs", "is empty: nothing to apply (use state=absent to remove the files)")
+    return desired, policy, paths
+
+
+def readonly_policy(policy, message, warnings, errors):
+    """The one readonly policy, for knobs the plan finds read-only and writes the kernel refuses alike:
+    ``skip`` says nothing, ``warn`` adds a warning, ``fail`` an error (the caller fails on any)."""
+    if policy["readonly_policy"] == "warn":
+        warnings.append(message)
+    elif policy["readonly_policy"] == "fail":
+        errors.append(message)
+
+
+def outcome(item):
+    """The per-knob result conntrack_tune returns."""
+    return dict((k, item[k]) for k in ("key", "scope", "desired", "before", "after", "status", "reason", "persisted"))
 
 
 def bucket_granularity(page_size):
@@ -304,11 +348,8 @@ def plan(env, desired, policy, files_before, paths, modes_before=None):
                 # nothing to do anyway: the live value is already higher
                 item["reason"] += "; live value %d is higher, which raise_only accepts" % live
             else:
-                message = "%s: wanted %d, live %d, %s" % (short, expected, live, item["reason"])
-                if policy["readonly_policy"] == "warn":
-                    warnings.append(message)
-                elif policy["readonly_policy"] == "fail":
-                    errors.append(message)
+                readonly_policy(policy, "%s: wanted %d, live %d, %s" % (short, expected, live, item["reason"]),
+                                warnings, errors)
         elif policy["raise_only"] and short in RAISE_ONLY_KNOBS and _higher(short, live, expected):
             item["reason"] = "raise_only: live value %d is higher than %d and is kept" % (live, expected)
             persist_value = live

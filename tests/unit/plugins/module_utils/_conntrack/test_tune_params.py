@@ -1,8 +1,8 @@
-"""conntrack_tune's own input checks (the parts the planner does not see): mode, paths, empty knobs."""
+"""conntrack_tune option checks (tune.validate_params: the parts the planner does not see): mode, paths, empty knobs."""
 import pytest
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.tune import DEFAULT_PATHS, TuneError
-from ansible_collections.nodeguard.conntrack.plugins.modules.conntrack_tune import _validate
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.tune import validate_params as _validate
 
 BASE = {
     "knobs": {"max": 262144}, "state": "present", "persist": True, "apply_live": True, "raise_only": False,
