@@ -294,3 +294,40 @@ def test_local_addresses_from_proc():
 """
     inet6 = "fe800000000000000000000000000001 02 40 20 80 eth0\n00000000000000000000000000000001 01 80 10 80 lo\n"
     assert local_addresses(fib, inet6) == ["10.0.0.1", "::1", "fe80::1"]
+
+
+@pytest.mark.parametrize("atom,ctx,expected", [
+    (("-i", "cali+", False), [("-i", "cali12ab", False)], "sat"),
+    (("-i", "cali+", False), [("-i", "eth0", False)], "contra"),
+    (("-i", "eth0", False), [("-i", "eth+", False)], "unknown"),
+    (("-o", "docker0", True), [("-o", "bridge1", False)], "sat"),
+    (("-o", "docker0", True), [("-o", "docker0", False)], "contra"),
+    (("-i", "bridge1", False), [("-i", "bridge1", True)], "contra"),
+    (("-s", "10.0.0.0/8", False), [("-s", "10.1.2.3", False)], "sat"),
+    (("-s", "10.0.0.0/8", False), [("-s", "192.0.2.0/24", False)], "contra"),
+    (("-s", "10.0.0.0/8", False), [("-s", "0.0.0.0/0", False)], "unknown"),
+    (("-d", "127.0.0.0/8", True), [("-d", "127.0.0.1", False)], "contra"),
+    (("-d", "127.0.0.0/8", False), [("-d", "127.0.0.0/8", True)], "contra"),
+    (("--dport", "33434:33523", False), [("--dport", "33500", False)], "sat"),
+    (("--dport", "25,80,443", False), [("--dport", "22", False)], "contra"),
+    (("--dport", "80", False), [("-p", "icmp", False)], "contra"),
+    (("-p", "udp", False), [("-p", "tcp", False)], "contra"),
+    (("mark --mark", "0x4000/0x4000", False), [("mark --mark", "0x4000/0x4000", False)], "sat"),
+    (("mark --mark", "0x4000/0x4000", False), [], "unknown"),
+])
+def test_one_condition_against_what_is_known(atom, ctx, expected):
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import atom_against
+    assert atom_against(atom, ctx) == expected
+
+
+def test_parse_rule_forms():
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import parse_rule
+    rule = parse_rule("-m tcp -p tcp -d 172.30.0.46 --dport 80 -m comment --comment \"a b\" -j REJECT")
+    assert sorted(rule["atoms"]) == sorted([("-p", "tcp", False), ("-d", "172.30.0.46", False), ("--dport", "80", False)])
+    assert parse_rule("-p tcp --dport 47171 -j DNAT --to-destination 10.0.0.1:22")["atoms"][-1] == ("--dport", "47171",
+                                                                                                   False)
+    notrack = parse_rule("-p udp -m udp --dport 53 -j CT --notrack")
+    assert notrack["notrack"] and notrack["target"] == "CT"
+    state = parse_rule("-m state --state RELATED,ESTABLISHED -j ACCEPT")
+    assert state["states"] == ({"RELATED", "ESTABLISHED"}, False) and state["uses_state_module"]
+    assert parse_rule("-g cali-wl-to-host")["goto"]
