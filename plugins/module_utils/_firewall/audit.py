@@ -724,6 +724,8 @@ def _established_findings(item, tools, cache):
             if lost:
                 what.extend("%s end at %s" % (name, fate.where()) for name, fate in lost)
                 affects.append("replies to this host's own connections and its ICMP errors (path MTU discovery)")
+            if evaluate(ruleset, "filter", builtin, ("ESTABLISHED", None), [], cache).verdict != "ACCEPT":
+                what.append("%s has no general RELATED,ESTABLISHED accept" % builtin)
             findings.append(_event_finding(
                 "NGCT001", _cap("high", tool), item, "filter", event,
                 "%s accepts NEW flows (%s) but %s%s" % (builtin, describe(event["ctx"]), "; ".join(what),

@@ -324,8 +324,8 @@ def test_parse_rule_forms():
     from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import parse_rule
     rule = parse_rule("-m tcp -p tcp -d 172.30.0.46 --dport 80 -m comment --comment \"a b\" -j REJECT")
     assert sorted(rule["atoms"]) == sorted([("-p", "tcp", False), ("-d", "172.30.0.46", False), ("--dport", "80", False)])
-    assert parse_rule("-p tcp --dport 47171 -j DNAT --to-destination 10.0.0.1:22")["atoms"][-1] == ("--dport", "47171",
-                                                                                                   False)
+    dnat = parse_rule("-p tcp --dport 47171 -j DNAT --to-destination 10.0.0.1:22")
+    assert dnat["atoms"][-1] == ("--dport", "47171", False) and dnat["to_destination"] == "10.0.0.1:22"
     notrack = parse_rule("-p udp -m udp --dport 53 -j CT --notrack")
     assert notrack["notrack"] and notrack["target"] == "CT"
     state = parse_rule("-m state --state RELATED,ESTABLISHED -j ACCEPT")

@@ -125,6 +125,12 @@ def test_the_router_findings_say_which_packets():
     assert "10.0.0.1:22" in dnat[0]["detail"]
 
 
+def test_new_without_established_says_what_is_missing():
+    finding = [f for f in _audit("mistake-new-without-established.v4.rules") if f["id"] == "NGCT001"][0]
+    assert "ICMP errors (RELATED, -i eth0 -p icmp) end at the INPUT policy DROP" in finding["detail"]
+    assert "INPUT has no general RELATED,ESTABLISHED accept" in finding["detail"]
+
+
 def test_established_after_drop_names_the_drop():
     findings = _audit("mistake-established-after-drop.v4.rules")
     inbound = [f for f in findings if f["id"] == "NGCT006" and f["chain"] == "INPUT"][0]
