@@ -15,6 +15,7 @@ __metaclass__ = type
 import binascii
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +37,10 @@ ROUTE_PATHS = ("/proc/net/route", "/proc/net/ipv6_route")
 
 class FirewallError(HostError):
     """A failure the module reports with fail_json; ``details`` go into the result."""
+
+
+class _ApplyFailed(Exception):
+    """(family, reason, script) of a live apply that failed; turned into a FirewallError after recovery."""
 
 
 class Host(object):
@@ -114,11 +119,14 @@ class Host(object):
         return rc, (err or out).strip()
 
     # -- apply with recovery ------------------------------------------------------------------------------------
-    def apply(self, resolved, prefix, policy_chains, current, desired):
+    def apply(self, resolved, prefix, policy_chains, current, desired, before_live=None, state_dir=None):
         """Turn ``current`` into ``desired`` for every family, all or nothing.
 
-        Each family's script is validated with ``--test`` first. If any step fails, every family already touched is
-        put back to its previous owned state (re-read, then a new transaction back to ``current``).
+        Each family's script is validated with ``--test`` first. Then ``before_live`` (the rollback timer's start)
+        is called, right before the first rule goes live; it returns the timer's token. If any later step fails,
+        every family already touched is put back to its previous owned state (re-read, then a new transaction back to
+        ``current``); a rollback timer is then cancelled when the previous rules are back, and left running (it is
+        the only way back) when they are not. Either way the failure names the token and what happened to it.
         """
         families = [f for f in desired if not render.states_equal(current[f], desired[f])]
         for family in families:
@@ -127,18 +135,39 @@ class Host(object):
             if rc != 0:
                 raise FirewallError("%s rules rejected by %s --test (nothing changed): %s"
                                     % (family, resolved["tools"][family]["restore"], err), script=script)
+        token = before_live() if before_live else None
         touched = []
-        for family in families:
-            touched.append(family)
-            script = render.render_apply(current[family], desired[family])
-            rc, err = self.restore(resolved["tools"][family], script)
-            live = self.owned(resolved, family, prefix, policy_chains) if rc == 0 else None
-            if rc != 0 or not render.states_equal(live, desired[family]):
-                reason = err if rc != 0 else "the live rules read back differ from the rules applied"
-                restored = self.recover(resolved, prefix, policy_chains, current, touched)
-                raise FirewallError("applying the %s rules failed: %s; previous rules %s"
-                                    % (family, reason, "restored" if restored else "COULD NOT BE RESTORED"),
-                                    script=script, restored=restored)
+        try:
+            for family in families:
+                touched.append(family)
+                script = render.render_apply(current[family], desired[family])
+                rc, err = self.restore(resolved["tools"][family], script)
+                live = self.owned(resolved, family, prefix, policy_chains) if rc == 0 else None
+                if rc != 0 or not render.states_equal(live, desired[family]):
+                    reason = err if rc != 0 else "the live rules read back differ from the rules applied"
+                    raise _ApplyFailed(family, reason, script)
+        except (_ApplyFailed, HostError, IOError, OSError) as exc:
+            if isinstance(exc, _ApplyFailed):
+                family, reason, script = exc.args
+            else:
+                family, reason, script = touched[-1], str(exc), None
+            restored = self.recover(resolved, prefix, policy_chains, current, touched)
+            details = dict(script=script, restored=restored)
+            timer = ""
+            if token:
+                details["rollback_token"] = token
+                details["rollback_cancelled"] = []
+                if restored:
+                    try:
+                        details["rollback_cancelled"] = self.confirm(state_dir, token, False)
+                        timer = "; rollback timer %s cancelled" % token
+                    except FirewallError as late:
+                        timer = "; rollback timer %s: %s" % (token, late)
+                else:
+                    timer = "; rollback timer %s left running to restore them" % token
+            raise FirewallError("applying the %s rules failed: %s; previous rules %s%s"
+                                % (family, reason, "restored" if restored else "COULD NOT BE RESTORED", timer),
+                                **details)
 
     def owned(self, resolved, family, prefix, policy_chains):
         return save.owned_state(self.save(resolved["tools"][family]), prefix, policy_chains)
@@ -244,17 +273,34 @@ class Host(object):
     def _systemd_pid1(self):
         return os.path.isdir("/run/systemd/system") and read_or_none("/proc/1/comm") in ("systemd\n", "systemd")
 
-    def start_rollback(self, resolved, prefix, previous, timeout, state_dir, method):
-        """Save the previous owned state and start a detached timer that restores it unless confirmed."""
+    def start_rollback(self, resolved, prefix, previous, timeout, state_dir, method, expect_policies=None):
+        """Save the previous owned state and start a detached timer that restores it unless confirmed.
+
+        ``expect_policies`` ({family: desired state}) are the policies the new rules set: the timer puts a policy
+        back only while it still has that value, never over a change another tool made meanwhile. If the timer
+        cannot be started, its folder is removed and nothing else has changed.
+        """
         token = binascii.hexlify(os.urandom(8)).decode("ascii")
         folder = os.path.join(state_dir, "rollback-" + token)
         os.makedirs(folder, 0o700)
+        try:
+            return self._start_rollback(resolved, prefix, previous, timeout, folder, token, method,
+                                        expect_policies or {})
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _start_rollback(self, resolved, prefix, previous, timeout, folder, token, method, expect_policies):
         families = {}
         for family, state in previous.items():
             rules_path = os.path.join(folder, "rules." + family)
             write_file_atomic(rules_path, render.render_restore(state), 0o600)
             families[family] = {"save": resolved["tools"][family]["save"],
                                 "restore": resolved["tools"][family]["restore"], "rules": rules_path}
+            expected = dict((table, dict(data["policies"])) for table, data in expect_policies.get(family, {}).items()
+                            if data["policies"])
+            if expected:
+                families[family]["expect_policies"] = expected
         config_path = os.path.join(folder, "config.json")
         loader_path = os.path.join(folder, "loader.py")
         write_file_atomic(config_path, loader.render_config(prefix, families), 0o600)

@@ -64,7 +64,7 @@ def run(module, environ):
         desired = fw_render.render_families(model)
         result["rules"] = dict((family, fw_render.render_restore(desired[family])) for family in model["families"])
     else:
-        desired = dict((family, fw_render.absent_state(model)) for family in model["families"])
+        desired = dict((family, fw_render.absent_state(model, current[family])) for family in model["families"])
     if endpoint:
         _lockout_guard(model, live, current, desired, endpoint)
 
@@ -96,12 +96,18 @@ def run(module, environ):
     if module.check_mode:
         return result
 
+    before_live = None
     if use_rollback:
-        result["rollback_token"], result["rollback_method"] = host.start_rollback(
-            resolved, model["prefix"], dict((f, current[f]) for f in model["families"]),
-            params["rollback_timeout"], params["state_dir"], params["rollback_method"])
+        def before_live():
+            # started only once every family passed --test, right before the new rules go live
+            result["rollback_token"], result["rollback_method"] = host.start_rollback(
+                resolved, model["prefix"], dict((f, current[f]) for f in model["families"]),
+                params["rollback_timeout"], params["state_dir"], params["rollback_method"],
+                expect_policies=dict((f, desired[f]) for f in model["families"]))
+            return result["rollback_token"]
     if result["changed_families"]:
-        host.apply(resolved, model["prefix"], policy_chains, current, desired)
+        host.apply(resolved, model["prefix"], policy_chains, current, desired, before_live=before_live,
+                   state_dir=params["state_dir"])
     host.write_files(files, to_write)
     host.remove_files(to_remove)
     return result

@@ -53,26 +53,38 @@ def target(spec):
     return None
 
 
+# the only chain names the baseline ever creates: <prefix><suffix>. A chain that merely starts with the prefix
+# (SSH-GUARD for the prefix SSH-) belongs to somebody else.
+SUFFIXES = ("INPUT", "INPUT-INVALID", "FORWARD", "FORWARD-INVALID", "FORWARD-DNAT", "PREROUTING", "OUTPUT")
+
+
+def owned_names(prefix):
+    return set(prefix + suffix for suffix in SUFFIXES)
+
+
 def live_owned(text, prefix):
-    """{table: (owned chains, [jump rule lines as -D commands])}"""
+    """{table: (owned chains, [jump rule lines as -D commands], {built-in chain: policy})}"""
+    names = owned_names(prefix)
     out = {}
     table = None
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("*"):
             table = line[1:]
-            out.setdefault(table, ([], []))
+            out.setdefault(table, ([], [], {}))
         elif line.startswith(":") and table:
-            chain = line[1:].split()[0]
-            if chain.startswith(prefix):
-                out[table][0].append(chain)
+            parts = line[1:].split()
+            if parts[0] in names:
+                out[table][0].append(parts[0])
+            elif len(parts) > 1 and parts[1] != "-":
+                out[table][2][parts[0]] = parts[1]
         elif line.startswith("[") and "] -A " in line:
             line = line.split("] ", 1)[1]
         if line.startswith("-A ") and table:
             parts = line.split(None, 2)
-            if len(parts) == 3 and not parts[1].startswith(prefix):
+            if len(parts) == 3 and parts[1] not in names:
                 name = target(parts[2])
-                if name and name.startswith(prefix):
+                if name in names:
                     out[table][1].append("-D %s %s" % (parts[1], parts[2]))
     return out
 
@@ -95,16 +107,27 @@ def wanted(text):
     return out
 
 
-def build(live_text, rules_text, prefix):
+def build(live_text, rules_text, prefix, expect_policies=None):
+    """The restore script. ``expect_policies`` ({table: {chain: policy}}): a policy line of the rules file is used
+    only while the live policy still has that value (a rollback never undoes another tool's policy change)."""
     live = live_owned(live_text, prefix)
     want = wanted(rules_text)
+    expect = expect_policies or {}
     lines = []
-    for table in sorted(set(want) | set(t for t, (chains, jumps) in live.items() if chains or jumps)):
-        chains, jumps = live.get(table, ([], []))
+    for table in sorted(set(want) | set(t for t, (chains, jumps, _p) in live.items() if chains or jumps)):
+        chains, jumps, policies = live.get(table, ([], [], {}))
         declared, body = want.get(table, ([], []))
+        keep = []
+        for line in declared:
+            parts = line[1:].split()
+            chain = parts[0]
+            if (len(parts) > 1 and parts[1] != "-" and chain in expect.get(table, {})
+                    and policies.get(chain) != expect[table][chain]):
+                continue
+            keep.append(line)
         declared_names = [d[1:].split()[0] for d in declared]
         lines.append("*" + table)
-        lines += declared
+        lines += keep
         lines += [":%s - [0:0]" % c for c in chains if c not in declared_names]
         lines += jumps
         lines += body
@@ -128,7 +151,7 @@ def main(argv):
             sys.stderr.write("%s: save failed: %s\n" % (family, save.stderr))
             failed += 1
             continue
-        script = build(save.stdout, rules, config["prefix"])
+        script = build(save.stdout, rules, config["prefix"], item.get("expect_policies"))
         if script.strip() == "":
             continue
         proc = subprocess.run([find(item["restore"]), "--noflush"], input=script, stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import ipaddress
 import re
+import socket
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 
@@ -121,6 +122,10 @@ def normalise_network(value, field):
     except ValueError as exc:
         raise FirewallModelError(field, "invalid address or CIDR %r (%s)" % (value, exc))
     family = "ipv4" if network.version == 4 else "ipv6"
+    if family == "ipv6":
+        # inet_ntop's text, as iptables-save prints it (IPv4-mapped addresses as ::ffff:192.0.2.1, not
+        # ::ffff:c000:201 as some Python versions write them)
+        return family, "%s/%d" % (socket.inet_ntop(socket.AF_INET6, network.network_address.packed), network.prefixlen)
     return family, "%s/%d" % (network.network_address.compressed, network.prefixlen)
 
 
@@ -148,7 +153,10 @@ def _networks(values, field):
 
 
 def _interfaces(values, field):
-    return [normalise_interface(value, "%s[%d]" % (field, index)) for index, value in enumerate(_as_list(values, field))]
+    """Interface names; a bare '+' matches every interface, which iptables-save prints as no match at all, so a list
+    holding it means "any" (the empty list)."""
+    names = [normalise_interface(value, "%s[%d]" % (field, index)) for index, value in enumerate(_as_list(values, field))]
+    return [] if "+" in names else names
 
 
 def _ports(values, field, required):

@@ -32,6 +32,8 @@ def save_string(value):
 
 
 def chain_names(prefix):
+    """The only chains the baseline owns: exactly these names (``loader.SUFFIXES``), never "anything that starts
+    with the prefix" (a foreign ``SSH-GUARD`` chain is not owned by the prefix ``SSH-``)."""
     return {
         "input": prefix + "INPUT",
         "input_invalid": prefix + "INPUT-INVALID",
@@ -316,11 +318,17 @@ def managed_policy_chains(model):
     return {"filter": sorted(model["policies"])} if model["policies"] else {}
 
 
-def absent_state(model):
-    """What ``state: absent`` leaves: nothing owned; policies the model managed go back to ACCEPT."""
+def absent_state(model, current=None):
+    """What ``state: absent`` leaves: nothing owned; a policy the model set goes back to ACCEPT only while it still
+    has the value the model gave it (a policy another tool changed since is left as it is)."""
     if not model["policies"]:
         return {}
-    return {"filter": {"chains": {}, "jumps": [], "policies": dict((chain, "ACCEPT") for chain in model["policies"])}}
+    live = ((current or {}).get("filter") or {}).get("policies", {})
+    policies = {}
+    for chain, value in model["policies"].items():
+        now = live.get(chain, value)
+        policies[chain] = "ACCEPT" if now == value else now
+    return {"filter": {"chains": {}, "jumps": [], "policies": policies}}
 
 
 def _canonical(state):

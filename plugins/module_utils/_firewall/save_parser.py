@@ -9,7 +9,7 @@ A parsed rule set is ``{table: {"policies": {chain: policy}, "chains": [names in
 where ``spec`` is the rule text after ``-A CHAIN`` exactly as iptables-save printed it (packet counters removed).
 
 An *owned state* is ``{table: {"chains": {name: [spec]}, "jumps": [(chain, position, spec)], "policies": {}}}``:
-the chains whose name starts with the prefix, and every rule elsewhere that jumps (``-j``/``-g``) into one of them,
+the chains named ``<prefix><suffix>`` for the baseline's suffixes (not every chain that starts with the prefix), and every rule elsewhere that jumps (``-j``/``-g``) into one of them,
 with its 1-based position in its chain, or -1 when it is the last rule of its chain (and not also the first).
 """
 
@@ -99,6 +99,15 @@ def rule_target(spec):
     return None, None
 
 
+# the suffixes of the chains the baseline creates (the same list as the loader's, which runs stand-alone)
+OWNED_SUFFIXES = ("INPUT", "INPUT-INVALID", "FORWARD", "FORWARD-INVALID", "FORWARD-DNAT", "PREROUTING", "OUTPUT")
+
+
+def owned_names(prefix):
+    """The exact chain names a prefix owns; a foreign chain that merely starts with the prefix is not one."""
+    return set(prefix + suffix for suffix in OWNED_SUFFIXES)
+
+
 def owned_state(ruleset, prefix, policy_chains=None):
     """Extract the owned state from a parsed rule set.
 
@@ -106,17 +115,18 @@ def owned_state(ruleset, prefix, policy_chains=None):
     included, so a policy set by someone else is never reported as ours.
     """
     policy_chains = policy_chains or {}
+    names = owned_names(prefix)
     state = {}
     for table, data in ruleset.items():
-        owned = [chain for chain in data["chains"] if chain.startswith(prefix)]
+        owned = [chain for chain in data["chains"] if chain in names]
         jumps = []
         for chain in data["chains"]:
-            if chain.startswith(prefix):
+            if chain in names:
                 continue
             specs = data["rules"].get(chain, [])
             for position, spec in enumerate(specs, 1):
                 target = rule_target(spec)[1]
-                if target is not None and target.startswith(prefix):
+                if target is not None and target in names:
                     # a jump that is last (and not also first) is reported at position -1: "appended"
                     jumps.append((chain, -1 if position == len(specs) and position > 1 else position, spec))
         policies = dict((chain, data["policies"][chain]) for chain in policy_chains.get(table, ())
@@ -132,15 +142,16 @@ def owned_state(ruleset, prefix, policy_chains=None):
 
 def foreign_rules(ruleset, prefix):
     """Everything that is not owned, as comparable text: {table: [lines]} (used by tests and the audit)."""
+    names = owned_names(prefix)
     out = {}
     for table, data in ruleset.items():
         lines = []
         for chain in data["chains"]:
-            if chain.startswith(prefix):
+            if chain in names:
                 continue
             lines.append(":%s %s" % (chain, data["policies"].get(chain, "-")))
             for spec in data["rules"].get(chain, []):
-                if rule_target(spec)[1] is not None and rule_target(spec)[1].startswith(prefix):
+                if rule_target(spec)[1] in names:
                     continue
                 lines.append("-A %s %s" % (chain, spec))
         out[table] = lines

@@ -8,10 +8,10 @@ LIVE = """*filter
 :INPUT ACCEPT [0:0]
 :DOCKER - [0:0]
 :NG-CT-INPUT - [0:0]
-:NG-CT-STALE - [0:0]
+:NG-CT-INPUT-INVALID - [0:0]
 -A INPUT -j DOCKER
 -A INPUT -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT
--A NG-CT-INPUT -j NG-CT-STALE
+-A NG-CT-INPUT -j NG-CT-INPUT-INVALID
 COMMIT
 *raw
 :PREROUTING ACCEPT [0:0]
@@ -36,11 +36,11 @@ def _loader():
 def test_build_removes_owned_state_and_loads_rules_only():
     script = _loader()["build"](LIVE, RULES, "NG-CT-").splitlines()
     assert script[:7] == [
-        "*filter", ":NG-CT-INPUT - [0:0]", ":NG-CT-STALE - [0:0]",
+        "*filter", ":NG-CT-INPUT - [0:0]", ":NG-CT-INPUT-INVALID - [0:0]",
         '-D INPUT -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT',
         "-A NG-CT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         '-I INPUT 1 -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT',
-        "-X NG-CT-STALE"]
+        "-X NG-CT-INPUT-INVALID"]
     assert script[7:] == ["COMMIT", "*raw", ":NG-CT-PREROUTING - [0:0]",
                           '-D PREROUTING -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-PREROUTING',
                           "-X NG-CT-PREROUTING", "COMMIT"]
@@ -63,3 +63,31 @@ def test_config_and_unit():
     assert "Before=network-pre.target" in unit and "Wants=network-pre.target" in unit
     assert "ExecStart=/usr/bin/python3 /usr/local/sbin/load /etc/nodeguard/conntrack/firewall.json" in unit
     assert "Type=oneshot" in unit and "RemainAfterExit=yes" in unit
+
+
+def test_a_chain_that_only_starts_with_the_prefix_is_not_owned():
+    live = """*filter
+:INPUT ACCEPT [0:0]
+:SSH-GUARD - [0:0]
+:SSH-INPUT - [0:0]
+-A INPUT -j SSH-GUARD
+-A INPUT -m comment --comment "nodeguard.conntrack baseline" -j SSH-INPUT
+-A SSH-GUARD -s 203.0.113.9/32 -j DROP
+COMMIT
+"""
+    script = _loader()["build"](live, "", "SSH-")
+    assert "SSH-GUARD" not in script and "-X SSH-INPUT" in script
+
+
+def test_rollback_puts_a_policy_back_only_while_it_is_still_the_one_set():
+    rules = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"
+    build = _loader()["build"]
+    still = build("*filter\n:INPUT DROP [0:0]\nCOMMIT\n", rules, "NG-CT-", {"filter": {"INPUT": "DROP"}})
+    assert ":INPUT ACCEPT [0:0]" in still.splitlines()
+    # another tool changed it meanwhile (here: to ACCEPT then ... any other value): left alone
+    other = build("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", "*filter\n:INPUT DROP [0:0]\nCOMMIT\n", "NG-CT-",
+                  {"filter": {"INPUT": "ACCEPT"}})
+    assert ":INPUT DROP [0:0]" in other.splitlines()
+    moved = build("*filter\n:INPUT DROP [0:0]\nCOMMIT\n", "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", "NG-CT-",
+                  {"filter": {"INPUT": "ACCEPT"}})
+    assert ":INPUT" not in moved

@@ -90,20 +90,20 @@ def test_apply_script_touches_only_owned_names():
 :INPUT ACCEPT [0:0]
 :DOCKER - [0:0]
 :NG-CT-INPUT - [0:0]
-:NG-CT-OLD - [0:0]
+:NG-CT-FORWARD-INVALID - [0:0]
 -A INPUT -j DOCKER
 -A INPUT -m comment --comment "nodeguard.conntrack baseline" -j NG-CT-INPUT
--A NG-CT-INPUT -j NG-CT-OLD
+-A NG-CT-INPUT -j NG-CT-FORWARD-INVALID
 COMMIT
 """), "NG-CT-")
     desired = _state({"input": {"invalid_drop": {"enabled": False}}})
     script = render.render_apply(current, desired)
     lines = script.splitlines()
     assert lines[0] == "*filter" and lines[-1] == "COMMIT"
-    assert ":NG-CT-INPUT - [0:0]" in lines and ":NG-CT-OLD - [0:0]" in lines
+    assert ":NG-CT-INPUT - [0:0]" in lines and ":NG-CT-FORWARD-INVALID - [0:0]" in lines
     assert "-D INPUT " + JUMP in lines and "-I INPUT 1 " + JUMP in lines
     assert lines.index("-D INPUT " + JUMP) < lines.index("-I INPUT 1 " + JUMP)
-    assert "-X NG-CT-OLD" in lines
+    assert "-X NG-CT-FORWARD-INVALID" in lines
     assert not any("DOCKER" in line for line in lines)
     assert not any(line.startswith(":INPUT") for line in lines)
 
@@ -147,3 +147,10 @@ def test_udplite_uses_multiport_because_it_has_no_match_of_its_own():
     state = _state({"input": {"services": [{"proto": "udplite", "ports": [5000]}]}})
     assert "-p udplite -m multiport --dports 5000 -m conntrack --ctstate NEW -j ACCEPT" in \
         state["filter"]["chains"]["NG-CT-INPUT"]
+
+
+def test_absent_resets_only_policies_still_as_the_model_set_them():
+    model = normalise_model({"policies": {"input": "DROP", "forward": "ACCEPT"}})
+    current = {"filter": {"chains": {}, "jumps": [], "policies": {"INPUT": "DROP", "FORWARD": "DROP"}}}
+    assert render.absent_state(model, current)["filter"]["policies"] == {"INPUT": "ACCEPT", "FORWARD": "DROP"}
+    assert render.absent_state(model)["filter"]["policies"] == {"INPUT": "ACCEPT", "FORWARD": "ACCEPT"}

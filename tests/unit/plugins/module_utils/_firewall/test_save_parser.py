@@ -76,3 +76,18 @@ def test_parse_roundtrips_rule_specs(specs):
     specs = [s.strip() for s in specs if s.strip()]
     text = "*filter\n:NG-CT-X - [0:0]\n" + "".join("-A NG-CT-X %s\n" % s for s in specs) + "COMMIT\n"
     assert parse_save(text)["filter"]["rules"]["NG-CT-X"] == specs
+
+
+def test_ownership_is_the_exact_chain_names_not_the_prefix():
+    text = """*filter
+:INPUT ACCEPT [0:0]
+:SSH-GUARD - [0:0]
+:SSH-INPUT - [0:0]
+-A INPUT -j SSH-GUARD
+-A INPUT -m comment --comment "nodeguard.conntrack baseline" -j SSH-INPUT
+COMMIT
+"""
+    state = owned_state(parse_save(text), "SSH-")
+    assert list(state["filter"]["chains"]) == ["SSH-INPUT"]
+    assert [j[2] for j in state["filter"]["jumps"]] == ['-m comment --comment "nodeguard.conntrack baseline" -j SSH-INPUT']
+    assert any("SSH-GUARD" in line for line in foreign_rules(parse_save(text), "SSH-")["filter"])
