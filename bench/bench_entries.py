@@ -22,7 +22,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "kernel"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "kernel"))
 
 from netns_lab import C_ENV, COLLECTIONS_PATH, NetnsLab, host_knobs_guard  # noqa: E402
 
