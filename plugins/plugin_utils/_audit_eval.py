@@ -31,12 +31,11 @@ import time
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import kernel_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import COUNTER_NAMES
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing as sizing
 
 SCHEMA_VERSION = "1.0"
 LEVELS = ("ok", "warning", "critical")
-COUNTER_NAMES = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error", "search_restart",
-                 "clash_resolve", "chaintoolong")
 DEFAULT_COUNTER_RISE = {"drop": "critical", "insert_failed": "warning", "early_drop": "warning", "chaintoolong": "warning"}
 DEFAULT_FIREWALL_SEVERITY = {"high": "critical", "medium": "warning", "low": "warning", "info": "ok"}
 DEFAULT_WARNING_PCT = 75.0

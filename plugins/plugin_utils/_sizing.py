@@ -31,6 +31,7 @@ import math
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import kernel_model
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import BUCKET_GRANULARITY
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import (
     INT_MAX,
     KERNEL_DEFAULT_TIMEOUTS,
@@ -46,7 +47,6 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kno
 # ctnetlink-created) measured ~383 B. Size the budget for the larger one.
 DEFAULT_ENTRY_BYTES = 384
 BUCKET_BYTES = 8
-BUCKET_GRANULARITY = 512
 DEFAULT_HEADROOM = 1.5
 MAX_HEADROOM = 100
 DEFAULT_MEMORY_BUDGET_PCT = 5.0

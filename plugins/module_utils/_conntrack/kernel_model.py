@@ -24,7 +24,13 @@ import math
 import re
 
 GIB = 1024 * 1024 * 1024
-PAGE_BUCKETS = 512  # 4096-byte page / 8-byte bucket
+# buckets are allocated in whole pages: 4096-byte page / 8-byte bucket (the one copy of this figure)
+BUCKET_GRANULARITY = 512
+PAGE_BUCKETS = BUCKET_GRANULARITY
+# the ten conntrack statistics counters the collection reports, in the order `conntrack -S` prints them
+# (netlink, /proc/net/stat/nf_conntrack and the fleet audit all use this tuple)
+COUNTER_NAMES = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",
+                 "search_restart", "clash_resolve", "chaintoolong")
 # per-insert random chain limit (inclusive range) by kernel version
 CHAIN_LIMITS = (
     ((6, 3), (50, 79)),

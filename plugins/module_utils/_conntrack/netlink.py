@@ -40,6 +40,7 @@ import socket
 import struct
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import KernelError, ParseError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import COUNTER_NAMES
 
 NETLINK_NETFILTER = 12
 
@@ -114,9 +115,6 @@ STATS_CPU_ATTRS = {
     CTA_STATS_CLASH_RESOLVE: "clash_resolve",
     CTA_STATS_CHAIN_TOOLONG: "chaintoolong",
 }
-# the ten counter names in the order conntrack -S prints them
-COUNTER_NAMES = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",
-                 "search_restart", "clash_resolve", "chaintoolong")
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big endian, swapped by hand)

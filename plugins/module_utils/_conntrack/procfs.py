@@ -19,12 +19,10 @@ import re
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_text
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import COUNTER_NAMES
 
 STAT_PATH = "/proc/net/stat/nf_conntrack"
 
-# the ten counters the collection reports, in `conntrack -S` order
-COUNTER_NAMES = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",
-                 "search_restart", "clash_resolve", "chaintoolong")
 # /proc column name -> counter name, where they differ
 PROC_COLUMN_ALIASES = {
     "clashres": "clash_resolve",

@@ -14,6 +14,7 @@ import os
 import re
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import BUCKET_GRANULARITY, parse_release
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.knobs import (
     KNOBS,
     SCOPE_HOST,
@@ -24,7 +25,6 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kno
     sysctl_key,
 )
 
-BUCKET_GRANULARITY = 512
 # the kernel may round buckets up by more than 512 on large-page architectures; never by this much
 BUCKET_ROUNDING_LIMIT = 8192
 RAISE_ONLY_KNOBS = ("max", "buckets", "expect_max")
@@ -188,13 +188,6 @@ def _higher(short, live, desired):
     if short == "max" and desired == 0:
         return False
     return live > desired
-
-
-def parse_release(release):
-    match = re.match(r"^(\d+)\.(\d+)", release or "")
-    if not match:
-        return None
-    return int(match.group(1)), int(match.group(2))
 
 
 def module_name(release):
