@@ -216,7 +216,9 @@ step_containers_conf() {
     ulimits+=("\"nproc=$nproc:$nproc\"")
   fi
   if [ ${#ulimits[@]} -gt 0 ]; then
-    conf=("[containers]" "default_ulimits = [$(IFS=,; echo "${ulimits[*]}" | sed 's/,/, /g')]" "" "${conf[@]}")
+    local joined
+    joined=$(IFS=,; echo "${ulimits[*]}")
+    conf=("[containers]" "default_ulimits = [${joined//,/, }]" "" "${conf[@]}")
     log "containers.conf: ulimits ${ulimits[*]} (hard nofile $hard_nofile, nproc $hard_nproc)"
   fi
   { echo "# written by scripts/bootstrap.sh containers-conf for this host; see the comments there"

@@ -54,7 +54,7 @@ def test_docker_user_drop_still_applies_to_a_published_port(lab, backend, family
     outside, router, container = lab.add("out", False), lab.add("rt", False), lab.add("ctr", False)
     lab.link(outside, spec["outside"][1], router, spec["outside"][0])
     outside.run(["ip", "addr", "add", spec["outside"][2], "dev", "v0a"] + (["nodad"] if family == "ipv6" else []))
-    bridge, _ = lab.link(router, spec["inside"][0], container, spec["inside"][1])
+    bridge = lab.link(router, spec["inside"][0], container, spec["inside"][1])[0]
     router.run(["ip", "link", "set", bridge, "down"])
     router.run(["ip", "link", "set", bridge, "name", "bridge1"])
     router.run(["ip", "link", "set", "bridge1", "up"])
