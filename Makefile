@@ -20,12 +20,12 @@ SCENARIO ?=
 # every scenario directory under extensions/molecule (except the shared resources)
 SCENARIOS := $(if $(SCENARIO),$(SCENARIO),$(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
 
-.PHONY: py-env sys-env help bootstrap demo test lint sanity unit integration molecule build galaxy-check bench lab-up lab-down clean
+.PHONY: py-env sys-env help bootstrap demo test lint sanity unit integration vm molecule build galaxy-check bench lab-up lab-down clean
 
 help:
 	@echo "make demo         bring up a podman lab, run the collection against it, print what it found"
-	@echo "make test         every test tier: lint sanity build unit integration molecule"
-	@echo "make lint | sanity | build (incl. galaxy-importer) | unit | integration | molecule [SCENARIO=x] | bench"
+	@echo "make test         every test tier: lint sanity build unit integration vm molecule"
+	@echo "make lint | sanity | build (incl. galaxy-importer) | unit | integration | vm | molecule [SCENARIO=x] | bench"
 	@echo "make lab-up [LAB_HOSTS=3] | lab-down"
 
 bootstrap:
@@ -46,7 +46,7 @@ demo: bootstrap
 	@scripts/demo.sh
 
 test: bootstrap
-	@scripts/run-tiers.sh lint sanity build unit integration molecule
+	@scripts/run-tiers.sh lint sanity build unit integration vm molecule
 
 lint: py-env
 	ansible-lint --offline --profile production
@@ -77,6 +77,11 @@ unit: py-env
 
 integration: sys-env
 	$(PYTEST) tests/kernel -q -rfE --durations=10
+
+# QEMU VMs with Debian's own kernels (12: 6.1, 13: 6.12): boot race, reboots, host-scope knobs, SSH
+vm: sys-env
+	@scripts/bootstrap.sh vm-images
+	$(PYTEST) tests/vm -q -rfE
 
 molecule: bootstrap
 	@failed=""; for s in $(SCENARIOS); do \

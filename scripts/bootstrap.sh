@@ -6,7 +6,9 @@
 # Workarounds for one kind of build machine (no route to galaxy.ansible.com or to ansible-test's download
 # host, a hybrid cgroup layout, low hard rlimits) are applied only where a probe finds the condition; each
 # is explained where it is applied.
-# usage: scripts/bootstrap.sh [apt|venv|collections|containers-conf|sanity-venv|galaxy-importer-venv|images|all]...
+# usage: scripts/bootstrap.sh [apt|venv|collections|containers-conf|sanity-venv|galaxy-importer-venv|images|vm-images|all]...
+#   vm-images: the Debian 12 / Debian 13 VM images of the vm tier (scripts/build-vm-image.sh; cached in
+#   /var/cache/nodeguard-conntrack/vm, outside the checkout, keyed on the recipe's hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -18,6 +20,7 @@ APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns containernetworking-plugins fuse-overlayfs uidmap slirp4netns
   catatonit debootstrap iptables nftables conntrack iproute2 kmod procps libcap2-bin util-linux python3-venv
   prometheus-node-exporter rsync make git ca-certificates shellcheck chromium
+  qemu-system-x86 qemu-utils openssh-client e2fsprogs
 )
 # Test-only collections (containers.podman for the molecule podman driver and the lab inventory,
 # ansible.posix for the benchmarks' naive baseline), pinned to the versions the `ansible` 12.3.0 package
@@ -233,6 +236,11 @@ step_images() {
   scripts/build-lab-image.sh trixie localhost/nodeguard-debian13
 }
 
+step_vm_images() {
+  scripts/build-vm-image.sh bookworm
+  scripts/build-vm-image.sh trixie
+}
+
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(all)
 for s in "${steps[@]}"; do
@@ -244,7 +252,9 @@ for s in "${steps[@]}"; do
     containers-conf) step_containers_conf ;;
     galaxy-importer-venv) step_galaxy_importer_venv ;;
     images) step_images ;;
-    all) step_apt; step_venv; step_sanity_venv; step_get_pip; step_galaxy_importer_venv; step_collections; step_containers_conf; step_images ;;
+    vm-images) step_vm_images ;;
+    all) step_apt; step_venv; step_sanity_venv; step_get_pip; step_galaxy_importer_venv; step_collections; step_containers_conf; step_images
+         step_vm_images ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
   esac
 done

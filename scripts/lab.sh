@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Podman lab hosts for the demo, benchmarks and ad-hoc work.
+# Podman lab hosts (default) or QEMU VMs (--vm) for the demo, tests, benchmarks and ad-hoc work.
 #   scripts/lab.sh up [-n N] [-p PREFIX] [--network] [--images debian12,debian13]
+#   scripts/lab.sh up --vm [-n N] [-p PREFIX] [--suite bookworm|trixie|bookworm,trixie]
 #   scripts/lab.sh down [-p PREFIX]
 #   scripts/lab.sh status [-p PREFIX]
 # Each host is a podman container with its own network namespace (no route out: --network none, plus
 # with --network a private switch shared by the hosts, see lab-net.sh), NET_ADMIN + NET_RAW, /proc/sys unmasked and a
 # user-namespace mapping so host-wide sysctls stay read-only inside. The inventory is written to
 # .lab/<PREFIX>/inventory.yml (podman connection, from the test-only containers.podman collection).
+# VM mode: see scripts/lab-vm.sh (Debian's own kernels, systemd, sshd, SSH over a forwarded 127.0.0.1 port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$root/.build/containers.conf}
 
+all_args=("$@")
+for a in "$@"; do [ "$a" != --vm ] || exec "$root/scripts/lab-vm.sh" "$@"; done
 cmd=${1:-}; shift || true
 n=3; prefix=ngct-lab; network=0; images=debian12,debian13
 while [ $# -gt 0 ]; do
@@ -27,6 +31,8 @@ done
 if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 64 ]; then echo "lab.sh: -n must be 1..64" >&2; exit 2; fi
 IFS=, read -r -a image_list <<<"$images"
 labdir=$root/.lab/$prefix
+# a lab brought up with --vm is handled by lab-vm.sh for every later command too (down, status)
+if [ -f "$labdir/vm-lab" ]; then exec "$root/scripts/lab-vm.sh" "${all_args[@]}"; fi
 net_name=$prefix-net
 
 # PID 1 that exits on SIGTERM, so a stop takes no 10 s grace period
