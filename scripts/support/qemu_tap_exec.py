@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Start QEMU with a tap device that lives in a lab network namespace, while QEMU itself (and so its
 user-mode network's SSH forward on 127.0.0.1) stays in the caller's namespace.
 

@@ -87,8 +87,14 @@ class VmLab:
             input_text: Optional[str] = None) -> subprocess.CompletedProcess:
         argv = ["ssh", "-F", os.path.join(self.dir, "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                 host, script]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **C_ENV),
-                              input=input_text)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **C_ENV),
+                                  input=input_text, stdin=None if input_text is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            # e.g. a VM still booting: QEMU's forward accepts, sshd does not answer yet
+            proc = subprocess.CompletedProcess(argv, 255, exc.stdout or "", "timed out after %s s" % timeout)
+            if isinstance(proc.stdout, bytes):
+                proc.stdout = proc.stdout.decode(errors="replace")
         if check and proc.returncode != 0:
             raise AssertionError("on %s: %r failed rc=%d\nstdout:\n%s\nstderr:\n%s"
                                  % (host, script, proc.returncode, proc.stdout, proc.stderr))
@@ -151,7 +157,7 @@ class VmLab:
             argv += list(args)
             start = time.monotonic()
             proc = subprocess.run(argv, cwd=REPO_ROOT, env=self._ansible_env(), capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+                                  timeout=timeout, check=False, stdin=subprocess.DEVNULL)
             if label:
                 timed(label, time.monotonic() - start)
         run = PlaybookRun(proc)
@@ -181,11 +187,11 @@ class PlaybookRun:
             self.doc = {"plays": [], "stats": {}}
 
     def task(self, name: str) -> Dict[str, Dict]:
-        """{host: result} of the last task with this name (raises when none ran)."""
+        """{host: result} of the last task with this name, role prefix (``ns.coll.role : ``) left out."""
         found = None
         for play in self.doc.get("plays", []):
             for task in play.get("tasks", []):
-                if task["task"]["name"] == name:
+                if task["task"]["name"] == name or task["task"]["name"].endswith(" : " + name):
                     found = task["hosts"]
         if found is None:
             raise AssertionError("no task %r in the run\n%s" % (name, self.summary()))

@@ -1,6 +1,7 @@
 """conntrack absent or blacklisted, and iptables-legacy chosen with update-alternatives, on Debian 12 and 13 VMs.
 
-The tests of this module share one fresh VM per kernel and run in order.
+They run first on the fresh VMs (nothing has loaded nf_conntrack yet) and persist nothing: the blacklist is
+removed and iptables-nft selected again at the end.
 """
 import json
 
@@ -113,4 +114,7 @@ def test_iptables_legacy_backend(fresh_lab: VmLab):
         ids = {f.get("id") for f in res.get("findings", [])}
         if res.get("failed") or "NGCT005" not in ids:
             problems.append("%s: iptables_audit with rules in both backends: %s" % (host, json.dumps(res)[:1500]))
+    for host in lab.names:
+        # back to the distribution default; the live rules are gone at the next reboot (nothing persisted)
+        lab.ssh(host, "update-alternatives --quiet --auto iptables && update-alternatives --quiet --auto ip6tables")
     assert not problems, "\n".join(problems)
