@@ -52,7 +52,7 @@ class VmLab:
         proc = subprocess.run([os.path.join(REPO_ROOT, "scripts", "lab.sh"), "up", "--vm", "-n", str(len(self.suites)),
                                "-p", self.prefix, "--suite", ",".join(self.suites)],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=BOOT_TIMEOUT + 900,
-                              env=dict(os.environ, **C_ENV))
+                              env=dict(os.environ, **C_ENV), check=False)
         if proc.returncode != 0:
             raise AssertionError("lab.sh up --vm failed rc=%d\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
         timed("lab up (%s, image cached or built, boot to SSH)" % "+".join(self.suites), time.monotonic() - start)
@@ -89,7 +89,8 @@ class VmLab:
                 host, script]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **C_ENV),
-                                  input=input_text, stdin=None if input_text is not None else subprocess.DEVNULL)
+                                  input=input_text, stdin=None if input_text is not None else subprocess.DEVNULL,
+                                  check=False)
         except subprocess.TimeoutExpired as exc:
             # e.g. a VM still booting: QEMU's forward accepts, sshd does not answer yet
             proc = subprocess.CompletedProcess(argv, 255, exc.stdout or "", "timed out after %s s" % timeout)
@@ -215,8 +216,10 @@ class PlaybookRun:
         for play in self.doc.get("plays", []):
             for task in play.get("tasks", []):
                 for host, res in task["hosts"].items():
-                    state = "FAILED" if res.get("failed") else ("changed" if res.get("changed") else
-                                                               ("skipped" if res.get("skipped") else "ok"))
+                    if res.get("failed"):
+                        state = "FAILED"
+                    else:
+                        state = "changed" if res.get("changed") else ("skipped" if res.get("skipped") else "ok")
                     detail = res.get("msg", "") if res.get("failed") else ""
                     lines.append("%s | %s | %s %s" % (host, task["task"]["name"], state, str(detail)[:600]))
         lines.append("stats: %s" % json.dumps(self.stats))
