@@ -86,8 +86,11 @@ options:
         default: true
       icmp:
         description:
-          - Accept ICMP errors (destination unreachable, time exceeded, parameter problem) and for IPv6 also packet too
-            big and neighbour discovery (hop limit 255).
+          - Accept ICMP errors (destination unreachable, time exceeded, parameter problem, for IPv6 also packet too
+            big), before the INVALID drop so that errors about NOTRACK flows (INVALID to conntrack) keep path MTU
+            discovery working.
+          - IPv6 neighbour discovery (hop limit 255), MLD (ICMPv6 130-132 and 143, hop limit 1) and DHCPv6 replies
+            (udp 547 to 546 between link-local addresses) are always accepted, whatever this option says.
         type: bool
         default: true
       icmp_echo:

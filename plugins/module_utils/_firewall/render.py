@@ -21,6 +21,7 @@ MULTIPORT_SLOTS = 15
 ICMP4_ESSENTIAL = (3, 11, 12)
 ICMP6_ERRORS = (1, 2, 3, 4)
 ICMP6_NDP = (133, 134, 135, 136)
+ICMP6_MLD = (130, 131, 132, 143)
 
 
 def save_string(value):
@@ -253,20 +254,27 @@ def desired_state(model, family):
         if section["loopback"]:
             rules.append("-i lo -j ACCEPT")
         rules.append("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-        if section["icmp"] and family == "ipv6":
-            # neighbour discovery is never tracked; accepting it before any INVALID drop keeps IPv6 alive
+        if family == "ipv6":
+            # what IPv6 needs to work at all, whatever the ICMP switches say. Neighbour discovery (hop limit 255)
+            # is INVALID to conntrack (no ICMPv6 "new" type), so it comes before the INVALID jump.
             rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -m hl --hl-eq 255 -j ACCEPT" % t for t in ICMP6_NDP]
-        jumps, body = _invalid_rules(section["invalid_drop"], family, "input", names["input_invalid"])
-        rules += jumps
         if section["icmp"]:
+            # ICMP errors before the INVALID jump: an error about a NOTRACK flow has no conntrack entry to be RELATED
+            # to and is INVALID; dropping it would break path MTU discovery (fragmentation needed, packet too big)
             if family == "ipv4":
                 rules += ["-p icmp -m icmp --icmp-type %d -j ACCEPT" % t for t in ICMP4_ESSENTIAL]
-                if section["icmp_echo"]:
-                    rules.append("-p icmp -m icmp --icmp-type 8 -j ACCEPT")
             else:
                 rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -j ACCEPT" % t for t in ICMP6_ERRORS]
-                if section["icmp_echo"]:
-                    rules.append("-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT")
+        jumps, body = _invalid_rules(section["invalid_drop"], family, "input", names["input_invalid"])
+        rules += jumps
+        if family == "ipv6":
+            # MLD (hop limit 1) is UNTRACKED, DHCPv6 replies from a link-local server or relay to this link-local
+            # client are NEW (the request went to a multicast address): neither is INVALID, both come after the jump
+            rules += ["-p ipv6-icmp -m icmp6 --icmpv6-type %d -m hl --hl-eq 1 -j ACCEPT" % t for t in ICMP6_MLD]
+            rules.append("-s fe80::/10 -d fe80::/10 -p udp -m udp --sport 547 --dport 546 -j ACCEPT")
+        if section["icmp"] and section["icmp_echo"]:
+            rules.append("-p icmp -m icmp --icmp-type 8 -j ACCEPT" if family == "ipv4"
+                         else "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT")
         rules += notrack["input"]
         for service in section["services"]:
             rules += _service_rules(service, family)
