@@ -20,12 +20,12 @@ SCENARIO ?=
 # every scenario directory under extensions/molecule (except the shared resources)
 SCENARIOS := $(if $(SCENARIO),$(SCENARIO),$(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
 
-.PHONY: py-env sys-env help bootstrap demo test lint sanity unit integration vm molecule build galaxy-check bench lab-up lab-down clean
+.PHONY: py-env sys-env help bootstrap demo test lint sanity unit integration vm ansible-integration matrix molecule build galaxy-check bench lab-up lab-down clean
 
 help:
 	@echo "make demo         bring up a podman lab, run the collection against it, print what it found"
-	@echo "make test         every test tier: lint sanity build unit integration vm molecule"
-	@echo "make lint | sanity | build (incl. galaxy-importer) | unit | integration | vm | molecule [SCENARIO=x] | bench"
+	@echo "make test         every test tier: lint sanity build unit integration vm matrix molecule"
+	@echo "make lint | sanity | build (incl. galaxy-importer) | unit | integration | vm | ansible-integration | matrix | molecule [SCENARIO=x] | bench"
 	@echo "make lab-up [LAB_HOSTS=3] | lab-down"
 
 bootstrap:
@@ -46,7 +46,7 @@ demo: bootstrap
 	@scripts/demo.sh
 
 test: bootstrap
-	@scripts/run-tiers.sh lint sanity build unit integration vm molecule
+	@scripts/run-tiers.sh lint sanity build unit integration vm matrix molecule
 
 lint: py-env
 	ansible-lint --offline --profile production
@@ -82,6 +82,15 @@ integration: sys-env
 vm: sys-env
 	@scripts/bootstrap.sh vm-images
 	$(PYTEST) tests/vm -q -rfE
+
+# ansible-test integration targets (tests/integration/targets) with the dev venv, in a network namespace
+ansible-integration: sys-env
+	@scripts/ansible-integration.sh $(VENV) $$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])') dev
+
+# unit, sanity and the smoke targets on ansible-core 2.19.x / Python 3.11 and the newest 2.21.x / Python 3.13
+# or 3.12, each in its own venv under .build/matrix (NODEGUARD_MATRIX_SKIP=1 skips a pair without its Python)
+matrix: sys-env
+	@scripts/matrix.sh
 
 molecule: bootstrap
 	@failed=""; for s in $(SCENARIOS); do \
