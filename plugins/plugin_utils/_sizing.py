@@ -218,6 +218,32 @@ def chain_check(max_entries, buckets, version):
     }
 
 
+def sizing_declared(spec):
+    """The one rule for "this host declares sizing": the inputs give size() something to size max from, namely a
+    demand (``peak_flows`` or ``new_flows_per_second``), a ``preset``, ``per_cpu_floor``, ``min_max`` or a pinned
+    ``knobs.max``. Missing, None, "" and the preset name "none" count as not given. Used by size() itself, by
+    the conntrack_sizing_declared filter (the harden playbook, the conntrack_audit role). Never raises."""
+    if not isinstance(spec, dict):
+        return False
+
+    def given(key):
+        return spec.get(key) not in (None, "")
+
+    if any(given(key) for key in ("peak_flows", "new_flows_per_second", "per_cpu_floor", "min_max")):
+        return True
+    if spec.get("preset") not in (None, "", "none"):
+        return True
+    knobs = spec.get("knobs")
+    if isinstance(knobs, dict):
+        for name, value in knobs.items():
+            try:
+                if short_name(name) == "max" and value not in (None, ""):
+                    return True
+            except UnknownKnobError:
+                continue
+    return False
+
+
 def size(spec):
     """Size conntrack for one host. ``spec`` is a mapping of the INPUT_FIELDS; returns a dict with
     ``settings`` (short knob name -> int), ``memory``, ``demand``, ``kernel_default``, ``chains``, ``rationale``
@@ -302,7 +328,7 @@ def size(spec):
                          % (_fmt(rate), lifetime, _fmt(little)))
         if little > demand:
             demand = little
-    if demand == 0 and per_cpu_floor is None and min_max is None and "max" not in knobs:
+    if not sizing_declared(merged):
         raise SizingError("peak_flows", "give peak_flows, or new_flows_per_second with avg_flow_lifetime "
                                         "(or a preset/per_cpu_floor/min_max to size without demand)")
     if max_cap is not None and max_cap < demand:
