@@ -16,7 +16,7 @@ description:
     C(max) from, namely a demand (V(peak_flows) or V(new_flows_per_second)), a V(preset), V(per_cpu_floor),
     V(min_max) or a pinned V(knobs.max); missing values, V(null), empty strings and the preset name V(none) count
     as not given.
-  - The one rule the collection uses for "this host declares sizing", in the P(nodeguard.conntrack.harden#playbook)
+  - The one rule the collection uses for "this host declares sizing", in the C(nodeguard.conntrack.harden)
     playbook (tune only such hosts) and the P(nodeguard.conntrack.conntrack_audit#role) role (check the live
     max against the declared sizing only for such hosts). The sizing filter refuses exactly the inputs for which
     this returns V(false).
