@@ -2,10 +2,6 @@
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 name: conntrack_report_textfile
 short_description: Render one host's audit result for the node_exporter textfile collector

@@ -22,10 +22,6 @@ Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_a
 Findings of nftables_audit keep their NGNF ids (source ``nftables``).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import math
 import time
 

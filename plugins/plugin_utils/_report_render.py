@@ -9,10 +9,6 @@ escaped for the output format (HTML text and attributes, Markdown, Prometheus la
 external asset: inline CSS and inline SVG only, no script.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import html
 import json
 import re

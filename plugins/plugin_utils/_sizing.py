@@ -23,10 +23,6 @@ kernel source"):
 * every value is checked against what the kernel accepts before anything is returned.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import math
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError

@@ -20,10 +20,6 @@ A module catches ``NodeguardError`` once and calls ``fail_json(module, exc)``; a
 ``AnsibleFilterError`` from it.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import contextlib
 
 

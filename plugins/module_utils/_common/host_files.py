@@ -8,10 +8,6 @@ sysctl.d/modules-load.d/udev/modprobe.d files, iptables_baseline's rules, loader
 they all get the same guarantees.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno
 import os
 import stat

@@ -7,10 +7,6 @@ The thin I/O half of entry queries: ``_ct_entries`` does the decoding. A dump is
 one reusable buffer and handed to ``EntryScan.feed`` datagram by datagram, so nothing accumulates.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno as _errno
 import struct
 

@@ -8,10 +8,6 @@ non-blocking, reads at most ``max_records`` records / ``max_bytes`` bytes from t
 ring buffer and stops at the end of the buffer (EAGAIN), so it never waits for new messages.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno
 import os
 import re

@@ -9,10 +9,6 @@ host that lacks conntrack, CAP_NET_ADMIN or /dev/kmsg: those become ``available:
 an ``events.readable: false`` with the reason.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError

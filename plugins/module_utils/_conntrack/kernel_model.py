@@ -16,10 +16,6 @@ Private to the collection. Pure: numbers in, numbers out. The rules come from th
   also in the stable trees).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import math
 import re
 

@@ -12,10 +12,6 @@ written: ``host`` knobs are one global value writable only from the init network
 knobs are never writable. ``hashsize`` is the nf_conntrack module parameter, not a sysctl.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import re
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError

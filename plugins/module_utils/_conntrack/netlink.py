@@ -30,10 +30,6 @@ Public API (other module_utils build on it; add to it, do not rename):
 Every request needs CAP_NET_ADMIN in the caller's network namespace (the kernel answers EPERM otherwise).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno as _errno
 import os
 import socket

@@ -6,10 +6,6 @@
 One argument spec, one validation step (``build_filter``): both modules select entries the same way.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entries import EntryFilter
 
 FILTER_ARGUMENT_SPEC = dict(

@@ -8,10 +8,6 @@ Pure parsers take text and return data (``parse_stat_table``, ``parse_sysctl_int
 anything else, so a caller can turn odd kernel output into a clear message.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno
 import os
 import re

@@ -6,10 +6,6 @@
 Private to the collection. Pure: no host I/O. ``_tune_host`` reads the environment and applies a plan.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 import re
 

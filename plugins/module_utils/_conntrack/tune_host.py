@@ -9,10 +9,6 @@ call the module makes. It uses a narrow slice of the module object: ``check_mode
 ``run_command``, ``warn`` and ``_diff``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno
 import os
 

@@ -8,10 +8,6 @@ module object: ``run_command``, ``get_bin_path`` and ``check_mode``; all decisio
 ``_fw_model`` / ``_fw_render`` / ``_fw_save`` / ``_fw_loader`` code.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import binascii
 import os
 import shlex

@@ -31,10 +31,6 @@ tools (Docker, kube-proxy, Calico, ufw, fail2ban, ...) are reported at low sever
 and the fix goes into the tool's hook chain.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as fw_save

@@ -10,10 +10,6 @@ returns and policies included. A rule whose matches cannot be decided here (an u
 ...) may or may not match: the walk keeps both outcomes, so the answer is the set of possible verdicts.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as save

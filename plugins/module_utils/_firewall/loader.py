@@ -11,10 +11,6 @@ idempotent: running it twice, or after the rules are already loaded, never dupli
 rules file means "own nothing": the loader then only removes.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 
 UNIT_NAME = "nodeguard-conntrack-firewall.service"

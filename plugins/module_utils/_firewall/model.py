@@ -8,10 +8,6 @@ normalised dict with every default filled in, or raises :class:`FirewallModelErr
 Nothing here touches the host, so bad input fails before any rule is read or written.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 import re
 import socket

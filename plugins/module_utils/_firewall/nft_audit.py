@@ -22,10 +22,6 @@ conditions of the call carried into the called chain. A final unconditional drop
 policy. Only ``type filter`` chains filter; nat and route chains are read for DNAT only.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_inventory as _inventory

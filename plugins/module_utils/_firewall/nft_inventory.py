@@ -17,10 +17,6 @@ tables out. The owner is read from the table's name and shape, the way an operat
 - ``unknown`` otherwise.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import re
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_ruleset as _nft

@@ -11,10 +11,6 @@ can apply to (an inet table carries both; ``ip saddr`` or ``meta nfproto ipv4`` 
 chains a jump, goto or verdict map can send the packet to.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import ParseError

@@ -9,10 +9,6 @@ in that order, host addresses with their prefix length, comments quoted only whe
 back with iptables-save compares equal to the desired state and a second run changes nothing.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 JUMP_COMMENT = "nodeguard.conntrack baseline"
 # position of a jump rule appended at the end of its chain (owned_state reports a last, not first, jump so)
 LAST = -1

@@ -13,10 +13,6 @@ the chains named ``<prefix><suffix>`` for the baseline's suffixes (not every cha
 with its 1-based position in its chain, or -1 when it is the last rule of its chain (and not also the first).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import re
 import shlex
 

@@ -12,10 +12,6 @@ collects the observations from /proc, /sys and the file system; it never runs a 
 ``run_iptables_version`` and the file system could not tell the iptables backend.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import os
 import re
 import stat
