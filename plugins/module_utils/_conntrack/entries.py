@@ -13,10 +13,6 @@ five parts split at their seams; import from here:
 * ``entry_layout``: the scan's layout cache and ``delete_key``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR  # noqa: F401
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entry_types import (  # noqa: F401 - re-exported
     ADDRESS_FIELDS,

@@ -8,10 +8,6 @@ Private to the collection. Pure: bytes in, data out. Used for entries that are r
 the scan reads only what it needs (``entry_scan``).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 import struct
 

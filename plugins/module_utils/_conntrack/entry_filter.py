@@ -7,10 +7,6 @@ and ``group_by``/``validate_query``.
 Private to the collection. Pure: option values in, a filter out; raises CtFilterError naming the option.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import ipaddress
 import struct
 

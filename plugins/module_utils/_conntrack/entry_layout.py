@@ -7,10 +7,6 @@ Private to the collection. Entries of one kind share one attribute layout; ``_le
 so the scan can verify and read later messages of the same length at fixed offsets.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import struct
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entry_types import (

@@ -10,10 +10,6 @@ integers until they are printed; a dict is built only for an entry that is retur
 is a module global of this file on purpose (no attribute lookups in the loop).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import struct
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.netlink import NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR

@@ -7,10 +7,6 @@ Private to the collection. Netlink framing constants come from ``netlink``; the 
 (enum ctattr_type and its nests) are declared here. ``entries`` re-exports everything.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import errno as _errno
 import struct
 

@@ -7,10 +7,6 @@ Private to the collection. The decisions are the pure ``model``/``render``/``gua
 ``apply``'s. ``run()`` is the one call the module makes.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import guard as fw_guard
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import model as fw_model
