@@ -306,6 +306,11 @@ class Host(object):
         fire = "if mkdir %s 2>/dev/null; then %s %s %s; echo $? > %s; fi" % (
             shlex.quote(done), shlex.quote(sys.executable), shlex.quote(loader_path), shlex.quote(config_path),
             shlex.quote(os.path.join(folder, "rc")))
+        return token, self.start_timer(folder, token, fire, timeout, method)
+
+    def start_timer(self, folder, token, fire, timeout, method):
+        """Run the shell command ``fire`` after ``timeout`` seconds, detached (systemd-run or setsid); the unit or
+        helper pid is recorded in ``folder`` so :meth:`confirm` can stop it. Returns the method used."""
         if method == "auto":
             method = "systemd" if (self.which("systemd-run") and self._systemd_pid1()
                                    and environment.same_netns_as_pid1()) else "fork"
@@ -330,7 +335,7 @@ class Host(object):
                 if os.path.exists(os.path.join(folder, "pid")):
                     break
                 time.sleep(0.05)
-        return token, method
+        return method
 
     def pending_rollbacks(self, state_dir):
         if not os.path.isdir(state_dir):
