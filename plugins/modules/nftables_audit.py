@@ -54,6 +54,7 @@ requirements:
   - the C(nft) command (nftables 0.9.3 or later for C(-j)); root or C(CAP_NET_ADMIN) to list the rule set.
 seealso:
   - module: nodeguard.conntrack.iptables_audit
+  - module: nodeguard.conntrack.nftables_baseline
 """
 
 EXAMPLES = r"""

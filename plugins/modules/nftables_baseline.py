@@ -19,7 +19,7 @@ description:
   - Every base chain on a hook gets a say, whatever its table; an accept here does not get a packet past a drop in
     firewalld's, Docker's or kube-proxy's table, and theirs do not get past a drop here. RV(cannot_override) lists the
     other tables' chains on the same hooks that drop on their own, and a warning names those that drop by default.
-  - Idempotence: the table's comment carries a digest of the rendered table, and the rule count of every owned chain
+  - For idempotence the table's comment carries a digest of the rendered table, and the rule count of every owned chain
     is compared, so a second run changes nothing and a table edited by hand is rewritten.
 author:
   - nodeguard.conntrack contributors (@nodeguard)

@@ -117,6 +117,15 @@ def test_check_mode_diff_and_idempotence(lab):
     assert "nodeguard" not in stateless_ruleset(ns), "check mode changed the rule set"
     assert _baseline(ns, **MODEL)["changed"] is True
     assert _baseline(ns, **MODEL)["changed"] is False
+    full = {"input": {"services": [{"name": "web", "ports": [8080]}], "final_action": "drop"},
+            "forward": {"enabled": True, "accept_dnat": True, "final_action": "drop",
+                        "invalid_drop": {"enabled": True, "in_interfaces": ["lan0"]}},
+            "notrack": [{"name": "dns", "proto": "udp", "ports": [53]}]}
+    assert _baseline(ns, **full)["changed"] is True
+    audit = module(ns, "nftables_audit", {"nftables_conf": "/nonexistent", "multi_homed": True})
+    assert audit["findings"] == [], "the baseline's own table must audit clean: %s" % audit["findings"]
+    assert [t["owner"] for t in audit["tables"]] == ["nodeguard.conntrack"]
+    assert _baseline(ns, **MODEL)["changed"] is True
     assert _baseline(ns, check_mode=True, **MODEL)["changed"] is False
     # a rule added by hand to the owned table is noticed and the table rewritten
     ns.run(["nft", "add", "rule", "inet", TABLE, "input", "tcp", "dport", "9999", "accept"])

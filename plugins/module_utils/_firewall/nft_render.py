@@ -74,10 +74,10 @@ def _addr(family, direction, nets):
 
 
 def _families_for(model, *net_lists):
-    """[(family or None, {index: nets})]: one entry with family None when no list has addresses, otherwise one per
-    managed family that has addresses in every non-empty list."""
+    """[(family or None, [nets per list])]: one entry with family None when no list has addresses, otherwise one
+    per managed family that has addresses in every non-empty list."""
     if not any(net_lists):
-        return [(None, [[] for _ in net_lists])]
+        return [(None, [[] for _nets in net_lists])]
     out = []
     for family in model["families"]:
         picked = []
@@ -138,8 +138,8 @@ def _invalid(spec, model, chain, forward):
     if spec["log"]:
         number, unit = spec["log_rate"].split("/")
         units = {"sec": "second", "min": "minute", "hour": "hour", "day": "day"}
-        body.append("limit rate %s/%s burst 10 packets log prefix %s" % (number, units[unit],
-                                                                          _quote(spec["log_prefix"])))
+        body.append("limit rate %s/%s burst 10 packets log prefix %s"
+                    % (number, units[unit], _quote(spec["log_prefix"])))
     body.append("drop")
     return jumps, body
 
