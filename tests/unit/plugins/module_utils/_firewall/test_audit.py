@@ -3,7 +3,8 @@
 import pytest
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import _dnat_address, analyse, audit, summary
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import _dnat_address, audit, summary
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit_paths import analyse
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.save_parser import parse_save
 
@@ -316,12 +317,12 @@ def test_local_addresses_from_proc():
     (("mark --mark", "0x4000/0x4000", False), [], "unknown"),
 ])
 def test_one_condition_against_what_is_known(atom, ctx, expected):
-    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import atom_against
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit_paths import atom_against
     assert atom_against(atom, ctx) == expected
 
 
 def test_parse_rule_forms():
-    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import parse_rule
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit_paths import parse_rule
     rule = parse_rule("-m tcp -p tcp -d 172.30.0.46 --dport 80 -m comment --comment \"a b\" -j REJECT")
     assert sorted(rule["atoms"]) == sorted([("-p", "tcp", False), ("-d", "172.30.0.46", False), ("--dport", "80", False)])
     dnat = parse_rule("-p tcp --dport 47171 -j DNAT --to-destination 10.0.0.1:22")
