@@ -32,6 +32,8 @@ options:
       - Count matching entries per value of these fields and return the largest groups in RV(groups).
       - V(family), V(proto), V(state), V(orig_src), V(orig_dst), V(orig_sport), V(orig_dport), V(reply_src),
         V(reply_dst), V(reply_sport), V(reply_dport), V(mark), V(zone), V(assured).
+      - V(dnat) and V(snat) (version 0.2.0) group by whether destination or source NAT applies to the entry
+        (true or false), so one dump counts NAT entries next to other groups.
     type: list
     elements: str
   top:

@@ -337,9 +337,10 @@ def namespace_inventory(directory: str, hosts: Sequence[Netns], hostvars: Option
 
 
 def run_collection_playbook(name: str, inventory: str, variables: Dict, check: bool = False,
-                            timeout: float = 600) -> subprocess.CompletedProcess:
-    """ansible-playbook nodeguard.conntrack.<name> from the built collection, extra vars as one JSON document."""
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
+                            timeout: float = 600, collections_path: str = COLLECTIONS_PATH) -> subprocess.CompletedProcess:
+    """ansible-playbook nodeguard.conntrack.<name> from the built collection (or another collections path), extra
+    vars as one JSON document."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="false")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
             "nodeguard.conntrack." + name, "-e", json.dumps(variables)] + (["--check"] if check else [])

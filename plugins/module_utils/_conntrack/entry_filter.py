@@ -342,6 +342,9 @@ def _group_getter(field):
         return lambda family, orig, reply, state, status, mark, zone: zone
     if field == "assured":
         return lambda family, orig, reply, state, status, mark, zone: status & 4 == 4
+    if field in ("dnat", "snat"):
+        bit = 1 << STATUS_BITS[field]
+        return lambda family, orig, reply, state, status, mark, zone: status & bit == bit
     side, key = field.split("_", 1)
     index = {"src": 1, "dst": 2, "sport": 3, "dport": 4}[key]
     if key in ("src", "dst"):

@@ -73,7 +73,7 @@ class EntryScan:
         self._need_reply = bool(any(f.startswith("reply_") for f in flt.nets)
                                 or any(f.startswith("reply_") for f in flt.ports)
                                 or fields & {"reply_src", "reply_dst", "reply_sport", "reply_dport"})
-        self._need_status = bool(flt.status_set or flt.status_clear or "assured" in fields)
+        self._need_status = bool(flt.status_set or flt.status_clear or fields & {"assured", "dnat", "snat"})
         self._need_state = bool(flt.states or "state" in fields)
         self._need_mark = flt.mark is not None or "mark" in fields
         self._need_zone = flt.zone is not None or "zone" in fields

@@ -84,7 +84,7 @@ UNREPLIED = "unreplied"
 STATUS_FLAG_NAMES = tuple(sorted(list(STATUS_BITS) + [UNREPLIED]))
 
 GROUP_FIELDS = ("family", "proto", "state", "orig_src", "orig_dst", "orig_sport", "orig_dport",
-                "reply_src", "reply_dst", "reply_sport", "reply_dport", "mark", "zone", "assured")
+                "reply_src", "reply_dst", "reply_sport", "reply_dport", "mark", "zone", "assured", "dnat", "snat")
 ADDRESS_FIELDS = ("orig_src", "orig_dst", "reply_src", "reply_dst")
 PORT_FIELDS = ("orig_sport", "orig_dport", "reply_sport", "reply_dport")
 

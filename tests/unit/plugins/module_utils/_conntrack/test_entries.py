@@ -164,6 +164,19 @@ def test_group_by_and_top():
     assert {"key": {"zone": 7, "mark": 0, "orig_dport": 7000}, "count": 1} in zones.group_list()
 
 
+@pytest.mark.parametrize("dump", ["dump_ipv4", "dump_ipv6"])
+def test_group_by_nat_counts_what_the_status_filters_count(dump):
+    """One scan grouped by dnat/snat gives the counts of the status: [dnat] and [snat] queries."""
+    data = load_dump(dump)
+    grouped = scan(data, group_by=["proto", "state", "dnat", "snat"], limit=0)
+    for kind in ("dnat", "snat"):
+        in_groups = sum(g["count"] for g in grouped.group_list() if g["key"][kind])
+        assert in_groups == scan(data, {"status": [kind]}).matched
+    assert sum(g["count"] for g in grouped.group_list()) == grouped.matched == scan(data).matched
+    if dump == "dump_ipv4":  # the fixture's three DNATed flows (reply from 10.0.1.10) and three others
+        assert sum(g["count"] for g in grouped.group_list() if g["key"]["dnat"]) == 3
+
+
 def test_limit_counts_everything_returns_only_limit():
     result = scan(load_dump("dump_ipv4"), limit=2)
     assert len(result.entries) == 2 and result.matched == 6
@@ -173,7 +186,7 @@ def test_fast_layout_path_agrees_with_the_generic_decoder():
     """Every field the scan reads through a cached layout equals what decode_entry reads by walking."""
     datagrams = load_dump("dump_ipv4") + load_dump("dump_ipv6")
     fields = ["family", "proto", "state", "orig_src", "orig_dst", "orig_sport", "orig_dport", "reply_src",
-              "reply_dst", "reply_sport", "reply_dport", "mark", "zone", "assured"]
+              "reply_dst", "reply_sport", "reply_dport", "mark", "zone", "assured", "dnat", "snat"]
     # twice the same data through one scan: the second pass uses the layouts the first one learned
     result = E.EntryScan(E.EntryFilter.from_params({}), group_by=fields, limit=100)
     for data in datagrams + datagrams:
@@ -185,8 +198,8 @@ def test_fast_layout_path_agrees_with_the_generic_decoder():
         for field in fields:
             if field == "family" or field == "proto" or field in ("state", "mark", "zone"):
                 values.append(entry[field])
-            elif field == "assured":
-                values.append("assured" in entry["flags"])
+            elif field in ("assured", "dnat", "snat"):
+                values.append(field in entry["flags"])
             else:
                 side, name = field.split("_")
                 values.append(entry["original" if side == "orig" else "reply"].get(name))
