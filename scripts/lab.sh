@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $prefix =~ ^[a-z0-9][a-z0-9-]{0,30}$ ]] || { echo "lab.sh: bad prefix $prefix" >&2; exit 2; }
-if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 64 ]; then echo "lab.sh: -n must be 1..64" >&2; exit 2; fi
+if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 128 ]; then echo "lab.sh: -n must be 1..128" >&2; exit 2; fi
 IFS=, read -r -a image_list <<<"$images"
 labdir=$root/.lab/$prefix
 # a lab brought up with --vm is handled by lab-vm.sh for every later command too (down, status)

@@ -6,7 +6,9 @@ page, and one host's result as a node_exporter textfile.
 
 Private to the collection. Pure: a report in, text out. Every value that comes from a host or the inventory is
 escaped for the output format (HTML text and attributes, Markdown, Prometheus label values). The HTML page has no
-external asset: inline CSS and inline SVG only, no script.
+external asset: inline CSS and inline SVG only, no script. Its overview sorts and filters without script: radio
+buttons and CSS (``:has()``, ``order`` in a grid), the rows carrying precomputed sort ranks and finding indices, so
+no host-provided text ever reaches a selector. A browser without ``:has()`` shows everything, unsorted.
 """
 
 import html
@@ -126,10 +128,65 @@ def _tables_text(env, escape):
         for t in tables) + "."
 
 
+def _findings_text(result):
+    return ", ".join(sorted(set(f["id"] for f in result["findings"]))) or "none"
+
+
+def _states_text(result):
+    return ", ".join("%s/%s %s" % (s["proto"], s["state"], _num(s["count"])) for s in result.get("states") or []) or "-"
+
+
+def _md_host_section(result):
+    lines = ["", "### %s — %s" % (md(result["host"]), md(result["status"])), ""]
+    env = result.get("environment") or {}
+    lines.append("Kernel %s, container %s, init netns %s, iptables %s, counters from %s, collected %s." % (
+        md(env.get("kernel_release")), md(env.get("container") or "none"), md(env.get("init_netns")),
+        md(env.get("iptables_backend")), md(result.get("counters_source")), md(result.get("collected_at"))))
+    lines.append("")
+    lines.append(_tables_text(env, md))
+    lines.append("")
+    if result["findings"]:
+        for item in result["findings"]:
+            lines.append("- **%s** %s: %s — %s" % (
+                md(item["id"]), md(item["severity"]), md(item["title"]), md(item["detail"])))
+            if item.get("rule"):
+                lines.append("  - rule (%s %s %s): %s" % (md(item.get("family")), md(item.get("backend")),
+                                                          md(item.get("table")), md_code(item["rule"])))
+            lines.append("  - fix: %s" % md(item["fix"]))
+    else:
+        lines.append("No findings.")
+    counters = result.get("counters") or {}
+    deltas = (result.get("deltas") or {}).get("counters") or {}
+    lines += ["", "| counter | value | change since last audit |", "|---|---:|---:|"]
+    for name in WATCHED:
+        if name in counters:
+            lines.append("| %s | %s | %s |" % (md(name), md(_num(counters.get(name))),
+                                               md(_num((deltas.get(name) or {}).get("delta")))))
+    if result.get("states"):
+        lines += ["", "Entries by protocol and state: " + ", ".join(
+            "%s/%s %s" % (md(s["proto"]), md(s["state"]), md(_num(s["count"]))) for s in result["states"])]
+    if result.get("nat"):
+        lines += ["", "NAT entries: dnat %s, snat %s." % (md(_num(result["nat"]["dnat"])),
+                                                          md(_num(result["nat"]["snat"])))]
+    sizing = result.get("sizing")
+    if sizing:
+        lines += ["", "Sizing: peak demand %s x headroom %s = %s needed; live max %s; recommended max %s, "
+                      "buckets %s (%s)." % (md(_num(sizing["demand"])), md(sizing["headroom"]),
+                                            md(_num(sizing["needed_max"])), md(_num(sizing["live_max"])),
+                                            md(_num(sizing["recommended_max"])),
+                                            md(_num(sizing["recommended_buckets"])), md(sizing["verdict"]))]
+    return lines
+
+
 def render_markdown(report):
+    """Hosts that need attention (warning, critical, missing) first, each with its findings, counters and fixes;
+    then the findings across the fleet; then one line per host that is ok (the JSON and HTML have their details)."""
     _check(report)
     summary = report["summary"]
     thresholds = report["thresholds"]
+    attention = [r for r in report["hosts"] if r["status"] != "ok"]
+    fine = [r for r in report["hosts"] if r["status"] == "ok"]
+    missing = report.get("missing_hosts") or []
     lines = [
         "# Conntrack fleet audit",
         "",
@@ -141,57 +198,53 @@ def render_markdown(report):
             md(thresholds["warning_pct"]), md(thresholds["critical_pct"]), md(report["fail_on"]),
             " (**failed**)" if report.get("gate_failed") else ""),
         "",
-        "| host | status | usage % | count / max | rising since last audit | sizing | findings |",
-        "|---|---|---:|---:|---|---|---|",
+        "## Hosts that need attention (%d)" % (len(attention) + len(missing)),
+        "",
     ]
+    if attention or missing:
+        lines += ["| host | status | usage % | count / max | rising since last audit | sizing | findings |",
+                  "|---|---|---:|---:|---|---|---|"]
+        for result in attention:
+            usage = result["usage"]
+            sizing = result.get("sizing")
+            lines.append("| %s | %s | %s | %s / %s | %s | %s | %s |" % (
+                md(result["host"]), md(result["status"]), md(_num(usage["usage_pct"])), md(_num(usage["count"])),
+                md(_num(usage["max"])), md(_rising_text(result)), md(sizing["verdict"] if sizing else "not declared"),
+                md(_findings_text(result))))
+        for host in missing:
+            lines.append("| %s | missing | - | - | - | - | did not report |" % md(host))
+    else:
+        lines.append("None: every host is ok.")
+    by_id = {}
     for result in report["hosts"]:
-        usage = result["usage"]
-        sizing = result.get("sizing")
-        lines.append("| %s | %s | %s | %s / %s | %s | %s | %s |" % (
-            md(result["host"]), md(result["status"]), md(_num(usage["usage_pct"])), md(_num(usage["count"])),
-            md(_num(usage["max"])), md(_rising_text(result)), md(sizing["verdict"] if sizing else "not declared"),
-            md(", ".join(sorted(set(f["id"] for f in result["findings"]))) or "none")))
-    for host in report.get("missing_hosts") or []:
-        lines.append("| %s | missing | - | - | - | - | did not report |" % md(host))
-    for result in report["hosts"]:
-        lines += ["", "## %s — %s" % (md(result["host"]), md(result["status"])), ""]
-        env = result.get("environment") or {}
-        lines.append("Kernel %s, container %s, init netns %s, iptables %s, counters from %s, collected %s." % (
-            md(env.get("kernel_release")), md(env.get("container") or "none"), md(env.get("init_netns")),
-            md(env.get("iptables_backend")), md(result.get("counters_source")), md(result.get("collected_at"))))
-        lines.append("")
-        lines.append(_tables_text(env, md))
-        lines.append("")
-        if result["findings"]:
-            for item in result["findings"]:
-                lines.append("- **%s** %s: %s — %s" % (
-                    md(item["id"]), md(item["severity"]), md(item["title"]), md(item["detail"])))
-                if item.get("rule"):
-                    lines.append("  - rule (%s %s %s): %s" % (md(item.get("family")), md(item.get("backend")),
-                                                              md(item.get("table")), md_code(item["rule"])))
-                lines.append("  - fix: %s" % md(item["fix"]))
-        else:
-            lines.append("No findings.")
-        counters = result.get("counters") or {}
-        deltas = (result.get("deltas") or {}).get("counters") or {}
-        lines += ["", "| counter | value | change since last audit |", "|---|---:|---:|"]
-        for name in WATCHED:
-            if name in counters:
-                lines.append("| %s | %s | %s |" % (md(name), md(_num(counters.get(name))),
-                                                   md(_num((deltas.get(name) or {}).get("delta")))))
-        if result.get("states"):
-            lines += ["", "Entries by protocol and state: " + ", ".join(
-                "%s/%s %s" % (md(s["proto"]), md(s["state"]), md(_num(s["count"]))) for s in result["states"])]
-        if result.get("nat"):
-            lines += ["", "NAT entries: dnat %s, snat %s." % (md(_num(result["nat"]["dnat"])),
-                                                              md(_num(result["nat"]["snat"])))]
-        sizing = result.get("sizing")
-        if sizing:
-            lines += ["", "Sizing: peak demand %s x headroom %s = %s needed; live max %s; recommended max %s, "
-                          "buckets %s (%s)." % (md(_num(sizing["demand"])), md(sizing["headroom"]),
-                                                md(_num(sizing["needed_max"])), md(_num(sizing["live_max"])),
-                                                md(_num(sizing["recommended_max"])),
-                                                md(_num(sizing["recommended_buckets"])), md(sizing["verdict"]))]
+        for item in result["findings"]:
+            entry = by_id.setdefault(item["id"], {"title": item["title"], "severities": set(), "hosts": []})
+            entry["severities"].add(item["severity"])
+            if result["host"] not in entry["hosts"]:
+                entry["hosts"].append(result["host"])
+    if by_id:
+        lines += ["", "## Findings across the fleet", "", "| finding | severity | hosts | title |", "|---|---|---:|---|"]
+        for fid in sorted(by_id):
+            entry = by_id[fid]
+            lines.append("| %s | %s | %d | %s |" % (md(fid), md(", ".join(sorted(entry["severities"]))),
+                                                    len(entry["hosts"]), md(entry["title"])))
+    if attention:
+        lines += ["", "## Details of the hosts that need attention"]
+        for result in attention:
+            lines += _md_host_section(result)
+    lines += ["", "## Hosts that are ok (%d)" % len(fine), ""]
+    if fine:
+        lines += ["| host | usage % | count / max | rising since last audit | entries by state | NAT dnat / snat | findings |",
+                  "|---|---:|---:|---|---|---:|---|"]
+        for result in fine:
+            usage = result["usage"]
+            nat = result.get("nat") or {}
+            lines.append("| %s | %s | %s / %s | %s | %s | %s / %s | %s |" % (
+                md(result["host"]), md(_num(usage["usage_pct"])), md(_num(usage["count"])), md(_num(usage["max"])),
+                md(_rising_text(result)), md(_states_text(result)), md(_num(nat.get("dnat"))),
+                md(_num(nat.get("snat"))), md(_findings_text(result))))
+    else:
+        lines.append("None.")
     return "\n".join(lines) + "\n"
 
 
@@ -229,7 +282,70 @@ code{background:#eef2f5;padding:1px 4px;border-radius:3px;font-size:12px;word-br
 .card{background:#fff;border:1px solid #dde3e8;border-radius:4px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:22px}
 .cols{display:flex;gap:18px;flex-wrap:wrap}.cols>div{flex:1 1 320px}
+.controls{background:#fff;border:1px solid #dde3e8;border-radius:4px;padding:8px 12px;margin:8px 0}
+.controls fieldset{border:0;margin:0;padding:3px 0;display:flex;flex-wrap:wrap;gap:4px 12px;align-items:center}
+.controls legend{float:left;font-weight:600;min-width:64px;padding:0}
+.controls label{cursor:pointer;white-space:nowrap}
+table.overview tbody{display:flex;flex-direction:column}
+table.overview tr{display:grid;grid-template-columns:minmax(140px,1.3fr) 96px 250px minmax(110px,1fr) minmax(120px,1.2fr)
+minmax(90px,.8fr) minmax(100px,1fr)}
+table.overview tr.head{order:-1}
+table.overview td,table.overview th{border-width:0 0 1px 0}
 """
+
+# the sort keys the overview offers: (id, label); ranks are precomputed per row (missing hosts last)
+SORTS = (("status", "worst first"), ("usage", "usage"), ("host", "host name"), ("findings", "most findings"))
+STATUS_FILTERS = ("critical", "warning", "ok", "missing")
+
+
+def _controls_css(finding_ids):
+    """Rules that hide and reorder by which radio button is checked. Selectors carry only fixed names and
+    generated indices, never report text."""
+    rules = []
+    for status in STATUS_FILTERS:
+        rules.append('body:has(#fs-%s:checked) [data-status]:not([data-status="%s"]){display:none}' % (status, status))
+    for index in range(len(finding_ids)):
+        rules.append('body:has(#ff-%d:checked) [data-status]:not([data-findings~="f%d"]){display:none}' % (index, index))
+    for key, _label in SORTS[1:]:
+        rules.append("body:has(#so-%s:checked) table.overview tr.overview{order:var(--o-%s)}" % (key, key))
+    return "\n".join(rules)
+
+
+def _sort_ranks(hosts, missing):
+    """{host: {sort key: rank}}: 0 comes first; hosts that did not report come after every other."""
+    ranks = dict((r["host"], {}) for r in hosts)
+    orders = {
+        "usage": sorted(hosts, key=lambda r: (-(r["usage"]["usage_pct"] or -1), r["host"])),
+        "host": sorted(hosts, key=lambda r: r["host"]),
+        "findings": sorted(hosts, key=lambda r: (-len(r["findings"]), r["host"])),
+    }
+    for key, ordered in orders.items():
+        for rank, result in enumerate(ordered):
+            ranks[result["host"]][key] = rank
+    for rank, host in enumerate(sorted(missing)):
+        ranks[host] = dict((key, len(hosts) + rank) for key in orders)
+    return ranks
+
+
+def _controls_html(summary, finding_ids, finding_hosts, titles):
+    status_counts = {"critical": summary["critical"], "warning": summary["warning"], "ok": summary["ok"],
+                     "missing": summary["missing"]}
+    status = ['<input type="radio" name="status" id="fs-all" checked><label for="fs-all">all (%d)</label>'
+              % (summary["hosts"] + summary["missing"])]
+    for name in STATUS_FILTERS:
+        status.append('<input type="radio" name="status" id="fs-%s"><label for="fs-%s">%s (%d)</label>'
+                      % (name, name, name, status_counts[name]))
+    finding = ['<input type="radio" name="finding" id="ff-all" checked><label for="ff-all">any</label>']
+    for index, fid in enumerate(finding_ids):
+        finding.append('<input type="radio" name="finding" id="ff-%d"><label for="ff-%d" title="%s">%s (%d)</label>'
+                       % (index, index, h(titles.get(fid)), h(fid), finding_hosts[fid]))
+    sort = ['<input type="radio" name="sort" id="so-%s"%s><label for="so-%s">%s</label>'
+            % (key, " checked" if key == SORTS[0][0] else "", key, label) for key, label in SORTS]
+    return ('<form class="controls" id="controls" autocomplete="off">'
+            '<fieldset class="filter-status"><legend>Status</legend>%s</fieldset>'
+            '<fieldset class="filter-finding"><legend>Finding</legend>%s</fieldset>'
+            '<fieldset class="sort"><legend>Sort</legend>%s</fieldset></form>'
+            % ("".join(status), "".join(finding), "".join(sort)))
 
 
 def usage_svg(usage, width=560, height=58, compact=False):
@@ -299,11 +415,16 @@ def _finding_html(item):
     return "".join(out)
 
 
-def _host_html(index, result):
+def _finding_refs(result, finding_index):
+    return " ".join("f%d" % finding_index[fid] for fid in sorted(set(f["id"] for f in result["findings"])))
+
+
+def _host_html(index, result, finding_index=None):
     usage = result["usage"]
     env = result.get("environment") or {}
-    out = ['<section class="host status-%s" id="host-%d" data-host="%s" data-status="%s">'
-           % (h(result["status"]), index, h(result["host"]), h(result["status"])),
+    out = ['<section class="host status-%s" id="host-%d" data-host="%s" data-status="%s" data-findings="%s">'
+           % (h(result["status"]), index, h(result["host"]), h(result["status"]),
+              _finding_refs(result, finding_index or {})),
            '<h2>%s %s</h2>' % (h(result["host"]), _badge(result["status"])),
            '<div class="meta">kernel %s · container %s · init netns %s · iptables %s · counters from %s · collected %s'
            '</div>' % (h(env.get("kernel_release")), h(env.get("container") or "none"), h(env.get("init_netns")),
@@ -352,19 +473,34 @@ def render_html(report):
     _check(report)
     summary = report["summary"]
     thresholds = report["thresholds"]
+    missing = report.get("missing_hosts") or []
+    finding_hosts, titles = {}, {}
+    for result in report["hosts"]:
+        for fid in set(f["id"] for f in result["findings"]):
+            finding_hosts[fid] = finding_hosts.get(fid, 0) + 1
+        for item in result["findings"]:
+            titles.setdefault(item["id"], item["title"])
+    finding_ids = sorted(finding_hosts)
+    finding_index = dict((fid, index) for index, fid in enumerate(finding_ids))
+    ranks = _sort_ranks(report["hosts"], missing)
     rows = []
     for index, result in enumerate(report["hosts"]):
         usage = result["usage"]
-        rows.append('<tr class="overview" data-host="%s"><td><a href="#host-%d">%s</a></td><td>%s</td>'
+        rank = ranks[result["host"]]
+        rows.append('<tr class="overview" data-host="%s" data-status="%s" data-findings="%s" '
+                    'style="--o-usage:%d;--o-host:%d;--o-findings:%d"><td><a href="#host-%d">%s</a></td><td>%s</td>'
                     '<td>%s</td><td class="num">%s / %s</td><td>%s</td><td>%s</td><td>%s</td></tr>' % (
-                        h(result["host"]), index, h(result["host"]), _badge(result["status"]),
+                        h(result["host"]), h(result["status"]), _finding_refs(result, finding_index), rank["usage"],
+                        rank["host"], rank["findings"], index, h(result["host"]), _badge(result["status"]),
                         usage_svg(usage, width=240, height=32, compact=True), h(_num(usage["count"])), h(_num(usage["max"])),
                         h(_rising_text(result)), h(result["sizing"]["verdict"] if result.get("sizing") else "not declared"),
                         h(", ".join(sorted(set(f["id"] for f in result["findings"]))) or "none")))
-    for host in report.get("missing_hosts") or []:
-        rows.append('<tr class="overview not-reported" data-host="%s"><td>%s</td><td><span class="badge missing">missing'
-                    '</span></td><td colspan="5">did not report (unreachable or failed before the audit)</td></tr>'
-                    % (h(host), h(host)))
+    for host in missing:
+        rank = ranks[host]
+        rows.append('<tr class="overview not-reported" data-host="%s" data-status="missing" data-findings="" '
+                    'style="--o-usage:%d;--o-host:%d;--o-findings:%d"><td>%s</td><td><span class="badge missing">missing'
+                    '</span></td><td style="grid-column:span 5">did not report (unreachable or failed before the audit)'
+                    '</td></tr>' % (h(host), rank["usage"], rank["host"], rank["findings"], h(host)))
     cards = "".join('<div class="card"><b>%s</b>%s</div>' % (h(summary[key]), h(label)) for key, label in (
         ("hosts", "hosts"), ("critical", "critical"), ("warning", "warning"), ("ok", "ok"), ("missing", "missing")))
     glance = "".join('<li>%s: %s</li>' % (h(label), h(", ".join(summary[key]) or "none")) for key, label in (
@@ -374,7 +510,8 @@ def render_html(report):
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta name="generator" content="%s">' % h(report["generator"]),
-        '<title>Conntrack fleet audit %s</title><style>%s</style></head><body>' % (h(report["generated_at"]), CSS),
+        '<title>Conntrack fleet audit %s</title><style>%s\n%s</style></head><body>' % (
+            h(report["generated_at"]), CSS, _controls_css(finding_ids)),
         '<header><h1>Conntrack fleet audit</h1><div>Fleet status %s · generated %s · schema %s · thresholds warning %s %%, '
         'critical %s %% · gate: fail on %s%s</div></header><main>' % (
             _badge(summary["status"]), h(report["generated_at"]), h(report["schema_version"]),
@@ -382,10 +519,12 @@ def render_html(report):
             " (failed)" if report.get("gate_failed") else ""),
         '<div class="cards" id="summary">%s</div>' % cards,
         '<ul class="glance">%s</ul>' % glance,
-        '<table class="overview"><tr><th>host</th><th>status</th><th>usage vs thresholds</th><th>count / max</th>'
-        '<th>rising since last audit</th><th>sizing</th><th>findings</th></tr>%s</table>' % "".join(rows),
+        _controls_html(summary, finding_ids, finding_hosts, titles),
+        '<table class="overview"><tr class="head"><th>host</th><th>status</th><th>usage vs thresholds</th>'
+        '<th>count / max</th><th>rising since last audit</th><th>sizing</th><th>findings</th></tr>%s</table>'
+        % "".join(rows),
     ]
-    body += [_host_html(index, result) for index, result in enumerate(report["hosts"])]
+    body += [_host_html(index, result, finding_index) for index, result in enumerate(report["hosts"])]
     body.append('</main></body></html>\n')
     return "\n".join(body)
 

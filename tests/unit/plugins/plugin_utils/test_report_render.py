@@ -122,20 +122,29 @@ def test_usage_bar_width_follows_usage():
     assert "usage unknown" in rr.usage_svg({"usage_pct": None})
 
 
-def test_markdown_table_and_escaping():
-    text = rr.render_markdown(_fleet(evil=True))
-    lines = text.splitlines()
-    start = lines.index("| host | status | usage % | count / max | rising since last audit | sizing | findings |")
+def _table_after(lines, header):
+    start = lines.index(header)
     table = []
     for line in lines[start:]:
         if not line.startswith("|"):
             break
         table.append(line)
-    assert len(table) == 2 + 4  # header, separator, three hosts and the missing one
-    header_cells = table[0].count("|")
-    for row in table:
-        # escaped pipes do not add cells
-        assert len(re.findall(r"(?<!\\)\|", row)) == header_cells, row
+    return table
+
+
+def test_markdown_table_and_escaping():
+    text = rr.render_markdown(_fleet(evil=True))
+    lines = text.splitlines()
+    table = _table_after(lines, "| host | status | usage % | count / max | rising since last audit | sizing | findings |")
+    assert len(table) == 2 + 3  # header, separator, the two hosts that need attention and the missing one
+    ok_table = _table_after(lines, "| host | usage % | count / max | rising since last audit | entries by state | "
+                                   "NAT dnat / snat | findings |")
+    assert len(ok_table) == 2 + 1 and ok_table[2].startswith("| clean-3 |")
+    for rows in (table, ok_table):
+        header_cells = rows[0].count("|")
+        for row in rows:
+            # escaped pipes do not add cells
+            assert len(re.findall(r"(?<!\\)\|", row)) == header_cells, row
     # raw text only inside a code span (CommonMark shows code spans literally, markup included)
     outside = re.sub(r"(`+) .*? \1", "", text)
     assert "`` %s ``" % EVIL.replace("\n", " ").replace("|", "\\|") in text
@@ -144,10 +153,27 @@ def test_markdown_table_and_escaping():
     assert "\n\\# heading" not in text and "\n# heading" not in text
     assert "| gone-4 | missing |" in text
     plain = rr.render_markdown(_fleet())
-    assert "## full-1 — critical" in plain
+    assert "### full-1 — critical" in plain
     assert "`` -A INPUT -p tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT ``" not in plain
     assert "` -A INPUT -p tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT `" in plain
     assert "drop \\+3" in plain
+
+
+def test_markdown_lists_the_hosts_that_need_attention_first():
+    text = rr.render_markdown(_fleet())
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# Conntrack fleet audit", "## Hosts that need attention (3)", "## Findings across the fleet",
+                        "## Details of the hosts that need attention", "### full-1 — critical",
+                        "### rules-2 — critical", "## Hosts that are ok (1)"]
+    attention = text.index("## Hosts that need attention")
+    assert attention < text.index("| full-1 |") < text.index("| rules-2 |") < text.index("| gone-4 |") \
+        < text.index("| clean-3 |")
+    assert "| NGCT001 | critical | 1 | NEW accepted |" in text
+    assert "| NGCA001 | critical | 1 |" in text
+    # an ok host is one line (its details are in the JSON and HTML), not a section
+    assert "### clean-3" not in text
+    calm = rr.render_markdown(ev.fleet([ev.evaluate({"host": "a", "facts": _facts(1)}, now=1)], now=2))
+    assert "## Hosts that need attention (0)\n\nNone: every host is ok." in calm
 
 
 def test_md_code_cannot_be_broken_out_of():
