@@ -14,14 +14,14 @@ version_added: 0.2.0
 description:
   - Gathers, in one run on the managed node, what the M(nodeguard.conntrack.conntrack_facts),
     M(nodeguard.conntrack.conntrack_info) and M(nodeguard.conntrack.iptables_audit) modules return separately, for the
-    C(nodeguard.conntrack.conntrack_audit) role: one remote round trip per host instead of five.
+    C(nodeguard.conntrack.conntrack_audit) role, so the audit costs one remote round trip per host instead of five.
   - Conntrack facts, returned as C(ansible_facts.conntrack) exactly as M(nodeguard.conntrack.conntrack_facts) returns
     them.
-  - Entry statistics from B(one) dump of the table (both families): entries by protocol and TCP state, and the number
+  - Entry statistics from B(one) dump of the table (both families), that is entries by protocol and TCP state and the number
     of entries with destination and with source NAT. The dump is streamed and no entry is kept, so memory does not
     grow with the table.
   - The rule-set audit of M(nodeguard.conntrack.iptables_audit) (both families, both backends, findings with stable ids).
-  - Entry statistics that cannot be read (no C(CAP_NET_ADMIN), conntrack not loaded) do not fail the module:
+  - Entry statistics that cannot be read (no C(CAP_NET_ADMIN), conntrack not loaded) do not fail the module;
     RV(entry_stats) is V(null) and RV(entry_stats_error) says why.
 author:
   - nodeguard.conntrack contributors (@nodeguard)

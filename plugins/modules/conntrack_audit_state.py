@@ -12,9 +12,9 @@ short_description: Read or write the fleet audit's previous counters on the cont
 version_added: 0.2.0
 description:
   - The state the C(nodeguard.conntrack.conntrack_audit) role keeps between runs, so the next audit can tell which
-    counters rose: one JSON file per host, C(<path>/<host>.json), directory mode C(0700), files mode C(0600), each
-    written atomically.
-  - An action plugin that works on the controller's file system only and runs no module: one task reads the previous
+    counters rose. It is one JSON file per host, C(<path>/<host>.json), directory mode C(0700), files mode C(0600),
+    each written atomically.
+  - An action plugin that works on the controller's file system only and runs no module. One task reads the previous
     record of every host (O(read)) or writes the new record of every host (O(write)), instead of a file transfer per
     host.
   - A record that cannot be read or is not JSON is reported in RV(unreadable) with a warning, and that host audits as
@@ -34,7 +34,8 @@ options:
     description:
       - Host results of P(nodeguard.conntrack.conntrack_audit_evaluate#filter) whose counters to keep. Mutually
         exclusive with O(read).
-      - Only files whose content changes are written; in check mode nothing is written and RV(changed) predicts.
+      - Only files whose content changes are written; in check mode nothing is written and RV(written) lists what
+        would be.
     type: list
     elements: raw
 extends_documentation_fragment:
