@@ -40,7 +40,7 @@ LAB_SH = os.path.join(ROOT, "scripts", "lab.sh")
 PODMAN_PREFIX = "ngct-bscale"
 CONTAINER_WRAPPER = "/usr/local/bin/ngct-bench-python"
 # per host: NATed UDP entries (DNAT in OUTPUT) held by a long timeout
-HOST_SETUP = ("sysctl -qw net.netfilter.nf_conntrack_udp_timeout=900 net.netfilter.nf_conntrack_udp_timeout_stream=900\n"
+HOST_SETUP = ("sysctl -qw net.netfilter.nf_conntrack_udp_timeout=14400 net.netfilter.nf_conntrack_udp_timeout_stream=14400\n"
               "iptables -t nat -A OUTPUT -d 127.0.0.2 -p udp -j DNAT --to-destination 127.0.0.1\n"
               "python3 -c \"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
               "[s.sendto(b'x', ('127.0.0.2', p)) for p in range(7000, 7012)]\"\n")
@@ -97,7 +97,7 @@ def run_playbook(argv, env, sample=True):
     thread = threading.Thread(target=sampler, daemon=True)
     if sample:
         thread.start()
-    out, _ = proc.communicate()
+    out = proc.communicate()[0]
     wall = time.monotonic() - start
     done.set()
     if sample:
@@ -138,7 +138,7 @@ class Counter:
         if not os.path.exists(path):
             return 0
         with open(path) as handle:
-            count = sum(1 for _ in handle)
+            count = len(handle.readlines())
         os.unlink(path)
         return count
 
@@ -180,8 +180,8 @@ def audit_runs(label, sizes, forks, inventory_for, count_hosts, collections, wor
 def print_table(label, sizes, results):
     small = min(sizes)
     print("\n== %s: fleet audit ==" % label)
-    print("%-7s %6s %10s %10s %7s   %-14s %-14s %s" % ("role", "hosts", "wall s", "marginal", "ratio",
-                                                     "runs/host", "ctl runs/host", "peak PSS MiB"))
+    print("%-7s %6s %10s %10s %7s   %-14s %-14s %s" % (
+        "role", "hosts", "wall s", "marginal", "ratio", "runs/host", "ctl runs/host", "peak PSS MiB"))
     for size in sizes:
         for role in ("0.1.0", "new"):
             item = results[(role, size)]
@@ -276,8 +276,8 @@ def podman_fleet(args, collections, workdir):
 
         results = audit_runs("podman", args.podman_sizes, args.forks, inventory_for, count_hosts, collections, workdir,
                              warm=args.podman_warm)
-        print_table("podman lab hosts (%s)" % ("second run" if args.podman_warm else "first run: a baseline, no "
-                                                "previous counters"), args.podman_sizes, results)
+        kind = "second run" if args.podman_warm else "first run: a baseline, no previous counters"
+        print_table("podman lab hosts (%s)" % kind, args.podman_sizes, results)
         return results
     finally:
         subprocess.run([LAB_SH, "down", "-p", PODMAN_PREFIX], cwd=ROOT, env=env, check=False,
@@ -325,8 +325,11 @@ def _timed(argv, env=None):
     return time.perf_counter() - start, proc.stdout
 
 
+def med(values):
+    return sorted(values)[len(values) // 2]
+
+
 def entry_statistics(args):
-    med = lambda values: sorted(values)[len(values) // 2]  # noqa: E731
     with host_knobs_guard() as knobs:
         max_path = "/proc/sys/net/netfilter/nf_conntrack_max"
         before = int(knobs.get(max_path, "262144"))

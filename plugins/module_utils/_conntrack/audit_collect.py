@@ -83,5 +83,5 @@ def collect(subsets, find_binary, run, events_window=3600, events_max_records=50
                                 "that changed")
     if firewall:
         result["firewall"] = _fw_audit_host.audit_host(find_binary, run, families=families, backends=backends,
-                                                        multi_homed=multi_homed)
+                                                       multi_homed=multi_homed)
     return result, warnings
