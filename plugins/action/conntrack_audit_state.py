@@ -9,6 +9,7 @@ __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_state
 
 
@@ -35,6 +36,6 @@ class ActionModule(ActionBase):
             else:
                 changed = _audit_state.write_states(args["path"], args["write"], check_mode=self._task.check_mode)
                 result.update(changed=bool(changed), written=changed)
-        except (_audit_state.StateError, IOError, OSError) as exc:
+        except (NodeguardError, IOError, OSError) as exc:
             result.update(failed=True, msg="conntrack_audit_state: %s" % exc)
         return result

@@ -139,9 +139,10 @@ firewall:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError, NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import audit_collect as _audit_collect
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit_host as _fw_audit_host
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as _fw_apply
 
 
 def main():
@@ -157,29 +158,22 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        subsets = _ct_facts.resolve_subsets(params["gather_subset"])
-    except _ct_facts.FactsInputError as exc:
-        module.fail_json(msg=str(exc))
-    if params["events_window"] <= 0:
-        module.fail_json(msg="events_window: must be a positive integer, got %d" % params["events_window"])
-
-    def run(argv):
-        return module.run_command(argv, environ_update={"LANG": "C", "LC_ALL": "C"})
+    firewall_host = _fw_apply.Host(module)
 
     def iptables_version(binary):
-        rc, out, _err = run([binary, "-V"])
+        rc, out, _err = firewall_host.run([binary, "-V"])
         return out if rc == 0 else None
 
     try:
+        subsets = _ct_facts.resolve_subsets(params["gather_subset"])
+        if params["events_window"] <= 0:
+            raise InputError("events_window", "must be a positive integer, got %d" % params["events_window"])
         result, warnings = _audit_collect.collect(
-            subsets, lambda name: module.get_bin_path(name, required=False), run,
-            events_window=params["events_window"], entry_stats=params["entry_stats"], firewall=params["firewall"],
-            families=params["families"], multi_homed=params["multi_homed"], run_iptables_version=iptables_version)
-    except _ct_facts.FactsError as exc:
-        module.fail_json(msg=str(exc))
-    except _fw_audit_host.RuleSetReadError as exc:
-        module.fail_json(msg=str(exc))
+            subsets, firewall_host, events_window=params["events_window"], entry_stats=params["entry_stats"],
+            firewall=params["firewall"], families=params["families"], multi_homed=params["multi_homed"],
+            run_iptables_version=iptables_version)
+    except NodeguardError as exc:
+        fail_json(module, exc)
     for warning in warnings:
         module.warn(warning)
     module.exit_json(changed=False, ansible_facts={"conntrack": result["facts"]}, entry_stats=result["entry_stats"],

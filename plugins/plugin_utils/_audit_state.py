@@ -17,18 +17,15 @@ import json
 import os
 import tempfile
 
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_eval
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-class StateError(ValueError):
-    """Bad input or an unusable state directory. ``field`` names the offending input."""
-
-    def __init__(self, field, message):
-        super(StateError, self).__init__("%s: %s" % (field, message))
-        self.field = field
+class StateError(InputError):
+    """Bad input (a host name that cannot name a file, not a list of host results). ``field`` names it."""
 
 
 def state_path(directory, host):

@@ -7,7 +7,8 @@ from one host in one module run.
 - conntrack facts (``facts.gather``, as conntrack_facts returns them),
 - entry statistics from ONE table dump: entries by protocol and TCP state, and the DNAT and SNAT entry counts
   (``dump.query`` grouped by proto, state, dnat and snat, then folded; no entry is kept, memory stays constant),
-- the rule-set audit (``audit_host.audit_host``, as iptables_audit returns it).
+- the rule-set audit (the firewall host layer ``_firewall.apply.Host`` reads the rule sets and the context, the pure
+  ``_firewall.audit.audit`` finds the mistakes: what iptables_audit returns).
 
 ``entry_statistics`` is pure; ``collect`` wires the adapters and returns ``(result, warnings)``.
 """
@@ -20,10 +21,12 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack imp
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import entries as _entries
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import netlink as _netlink
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit_host as _fw_audit_host
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as _fw_audit
 
 STATS_GROUP_BY = ("proto", "state", "dnat", "snat")
 NAT_KINDS = ("dnat", "snat")
+FAMILIES = ("ipv4", "ipv6")
+BACKENDS = ("nft", "legacy")
 
 
 def entry_statistics(groups):
@@ -56,14 +59,23 @@ def read_entry_statistics(socket_factory=_netlink.CtnetlinkSocket):
             "dump_interrupted": scan.dump_interrupted}
 
 
-def collect(subsets, find_binary, run, events_window=3600, events_max_records=50000, entry_stats=True,
-            firewall=True, families=_fw_audit_host.FAMILIES, backends=_fw_audit_host.BACKENDS, multi_homed=None,
-            run_iptables_version=None, socket_factory=_netlink.CtnetlinkSocket):
+def audit_rule_sets(firewall_host, families=FAMILIES, backends=BACKENDS, multi_homed=None):
+    """The iptables_audit result {findings, summary, sources, skipped, context} through a firewall host layer."""
+    context = firewall_host.audit_context(multi_homed)
+    rulesets, sources, skipped = firewall_host.read_rulesets(families, backends)
+    findings = _fw_audit.audit(rulesets, context)
+    return {"findings": findings, "summary": _fw_audit.summary(findings), "sources": sources, "skipped": skipped,
+            "context": context}
+
+
+def collect(subsets, firewall_host, events_window=3600, events_max_records=50000, entry_stats=True, firewall=True,
+            families=FAMILIES, backends=BACKENDS, multi_homed=None, run_iptables_version=None,
+            socket_factory=_netlink.CtnetlinkSocket):
     """(result, warnings). ``result``: {facts, entry_stats, entry_stats_error, firewall}.
 
-    Facts errors (FactsError) and unreadable rule sets (RuleSetReadError) propagate: the host's audit fails, as
-    it did with the separate modules. Entry statistics that cannot be read (no CAP_NET_ADMIN, conntrack absent)
-    leave ``entry_stats`` null with the reason in ``entry_stats_error``: the audit goes on without them.
+    Errors of the facts and of the rule sets (NodeguardError) propagate: the host's audit fails, as it did with the
+    separate modules. Entry statistics that cannot be read (no CAP_NET_ADMIN, conntrack absent) leave
+    ``entry_stats`` null with the reason in ``entry_stats_error``: the audit goes on without them.
     """
     facts, warnings = _ct_facts.gather(subsets, events_window=events_window, events_max_records=events_max_records,
                                        run_iptables_version=run_iptables_version)
@@ -82,6 +94,6 @@ def collect(subsets, find_binary, run, events_window=3600, events_max_records=50
                 warnings.append("the conntrack table changed during the dump; counts may be off by the entries "
                                 "that changed")
     if firewall:
-        result["firewall"] = _fw_audit_host.audit_host(find_binary, run, families=families, backends=backends,
-                                                       multi_homed=multi_homed)
+        result["firewall"] = audit_rule_sets(firewall_host, families=families, backends=backends,
+                                             multi_homed=multi_homed)
     return result, warnings

@@ -81,18 +81,41 @@ def _facts(available=True):
     return lambda subsets, **kwargs: ({"available": available, "gather_subset": list(subsets), "notes": []}, [])
 
 
-def _no_binaries(name):
-    return None
+class FakeFirewallHost:
+    """Stands in for _firewall.apply.Host: save outputs per (family, backend), the context as given."""
+
+    def __init__(self, saves=None):
+        self.saves = saves or {}
+        self.asked = []
+
+    def audit_context(self, multi_homed=None, tcp_be_liberal=None):
+        return {"multi_homed": bool(multi_homed), "tcp_be_liberal": False}
+
+    def read_rulesets(self, families, backends):
+        from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser
+        self.asked.append((list(families), list(backends)))
+        rulesets, sources, skipped = [], [], []
+        for family in families:
+            for backend in backends:
+                text = self.saves.get((family, backend))
+                if text is None:
+                    skipped.append("%s/%s: not found" % (family, backend))
+                    continue
+                sources.append("%s-%s-save" % (family, backend))
+                rulesets.append({"family": family, "backend": backend, "ruleset": save_parser.parse_save(text)})
+        return rulesets, sources, skipped
 
 
-def _never_run(argv):
-    raise AssertionError("no command expected, got %r" % (argv,))
+def _never_asked():
+    host = FakeFirewallHost()
+    host.read_rulesets = None  # calling it fails the test
+    return host
 
 
 def test_collect_without_permission_keeps_facts_and_says_why(monkeypatch):
     monkeypatch.setattr(C._ct_facts, "gather", _facts())
     eperm = struct.pack("=IHHII", 36, N.NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -errno.EPERM) + b"\0" * 16
-    result, warnings = C.collect(["limits"], _no_binaries, _never_run, firewall=False,
+    result, warnings = C.collect(["limits"], _never_asked(), firewall=False,
                                  socket_factory=FakeCt(lambda family: [eperm]))
     assert result["facts"]["available"] is True and result["entry_stats"] is None and result["firewall"] is None
     assert "CAP_NET_ADMIN" in result["entry_stats_error"] and warnings == []
@@ -104,21 +127,28 @@ def test_collect_skips_the_dump_where_conntrack_is_absent(monkeypatch):
     def refuse(**_kwargs):
         raise AssertionError("no netlink socket may be opened")
 
-    result, _warnings = C.collect(["limits"], _no_binaries, _never_run, firewall=False, socket_factory=refuse)
+    result, _warnings = C.collect(["limits"], _never_asked(), firewall=False, socket_factory=refuse)
     assert result["entry_stats"] is None and "not loaded" in result["entry_stats_error"]
 
 
 def test_collect_everything_off_reads_only_facts(monkeypatch):
     monkeypatch.setattr(C._ct_facts, "gather", _facts())
-    result, _warnings = C.collect(["limits"], _no_binaries, _never_run, entry_stats=False, firewall=False)
+    result, _warnings = C.collect(["limits"], _never_asked(), entry_stats=False, firewall=False)
     assert result == {"facts": {"available": True, "gather_subset": ["limits"], "notes": []}, "entry_stats": None,
                       "entry_stats_error": None, "firewall": None}
 
 
+NEW_NO_EST = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+
+
 @pytest.mark.parametrize("families", [["ipv4"], ["ipv4", "ipv6"]])
-def test_collect_audits_the_rule_sets_it_can_read(monkeypatch, families):
+def test_collect_audits_the_rule_sets_as_iptables_audit(monkeypatch, families):
     monkeypatch.setattr(C._ct_facts, "gather", _facts())
-    result, _warnings = C.collect(["limits"], _no_binaries, _never_run, entry_stats=False, families=families,
-                                  multi_homed=False)
-    assert result["firewall"]["findings"] == [] and result["firewall"]["sources"] == []
-    assert len(result["firewall"]["skipped"]) == 2 * len(families)
+    host = FakeFirewallHost({("ipv4", "nft"): NEW_NO_EST})
+    result, _warnings = C.collect(["limits"], host, entry_stats=False, families=families, multi_homed=False)
+    firewall = result["firewall"]
+    assert host.asked == [(families, ["nft", "legacy"])]
+    assert [(f["id"], f["severity"]) for f in firewall["findings"]] == [("NGCT001", "high")]
+    assert firewall["summary"]["high"] == 1 and firewall["sources"] == ["ipv4-nft-save"]
+    assert len(firewall["skipped"]) == 2 * len(families) - 1
+    assert firewall["context"] == {"multi_homed": False, "tcp_be_liberal": False}
