@@ -5,9 +5,15 @@ which overview rows and host sections stay visible and in which order they are l
 import json
 import re
 import subprocess
+import sys
 
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_eval as ev
-from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _report_render as rr
+from netns_lab import COLLECTIONS_PATH
+
+if COLLECTIONS_PATH not in sys.path:
+    sys.path.insert(0, COLLECTIONS_PATH)
+
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_eval as ev  # noqa: E402
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _report_render as rr  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
