@@ -47,7 +47,7 @@ PROBE = r"""
 
 
 def _facts(count, drop=0):
-    return {"available": True, "limits": {"max": 1000, "count": count, "usage_pct": count / 10.0, "buckets": 256},
+    return {"available": True, "limits": {"max": 1000, "count": count, "usage_pct": count / 10.0, "buckets": 1000},
             "counters": dict(dict((n, 0) for n in ev.COUNTER_NAMES), drop=drop), "counters_source": "netlink",
             "environment": {"netns_inode": 7}}
 
