@@ -164,6 +164,15 @@ def main():
         rc, out, _err = firewall_host.run([binary, "-V"])
         return out if rc == 0 else None
 
+    def nft_list():
+        nft = firewall_host.which("nft")
+        if not nft:
+            return None, "nft not found"
+        rc, out, err = firewall_host.run([nft, "-j", "list", "ruleset"])
+        if rc != 0:
+            return None, "nft -j list ruleset failed (rc=%d): %s" % (rc, err.strip())
+        return out, None
+
     try:
         subsets = _ct_facts.resolve_subsets(params["gather_subset"])
         if params["events_window"] <= 0:
@@ -171,7 +180,7 @@ def main():
         result, warnings = _audit_collect.collect(
             subsets, firewall_host, events_window=params["events_window"], entry_stats=params["entry_stats"],
             firewall=params["firewall"], families=params["families"], multi_homed=params["multi_homed"],
-            run_iptables_version=iptables_version)
+            run_iptables_version=iptables_version, run_nft_list=nft_list)
     except NodeguardError as exc:
         fail_json(module, exc)
     for warning in warnings:

@@ -2,8 +2,8 @@
 table dumps) reported, on the same namespace fleet: same JSON report and node_exporter textfile, first run and a
 second run with counter deltas, and the same state records. Only timestamps may differ.
 
-The fleet: a host with NATed flows (DNAT in OUTPUT) and a rule-set mistake (NEW accepted before any ESTABLISHED
-accept), a host with established TCP connections and a declared peak (sizing from the memory and CPU count the
+The fleet: a host with NATed flows (DNAT in OUTPUT) and a rule-set mistake (NEW accepted, no ESTABLISHED
+accept, policy DROP), a host with established TCP connections and a declared peak (sizing from the memory and CPU count the
 facts return instead of the setup module's), and a clean host.
 """
 import json
@@ -44,8 +44,8 @@ def _fleet(lab):
     # DNAT of locally generated UDP: entries with the dnat status bit, held by a long UDP timeout
     nat.sh("sysctl -qw net.netfilter.nf_conntrack_udp_timeout=600 net.netfilter.nf_conntrack_udp_timeout_stream=600\n"
            "iptables -t nat -A OUTPUT -d 127.0.0.2 -p udp -j DNAT --to-destination 127.0.0.1\n"
-           "iptables -A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT\n"
-           "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n")
+           "iptables -P INPUT DROP\n"
+           "iptables -A INPUT -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT\n")
     nat.python("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                "for port in range(6000, 6012):\n    s.sendto(b'x', ('127.0.0.2', port))\n")
     tcp = lab.add("ltcp")

@@ -69,7 +69,7 @@ def audit_rule_sets(firewall_host, families=FAMILIES, backends=BACKENDS, multi_h
 
 
 def collect(subsets, firewall_host, events_window=3600, events_max_records=50000, entry_stats=True, firewall=True,
-            families=FAMILIES, backends=BACKENDS, multi_homed=None, run_iptables_version=None,
+            families=FAMILIES, backends=BACKENDS, multi_homed=None, run_iptables_version=None, run_nft_list=None,
             socket_factory=_netlink.CtnetlinkSocket):
     """(result, warnings). ``result``: {facts, entry_stats, entry_stats_error, firewall}.
 
@@ -78,7 +78,7 @@ def collect(subsets, firewall_host, events_window=3600, events_max_records=50000
     ``entry_stats`` null with the reason in ``entry_stats_error``: the audit goes on without them.
     """
     facts, warnings = _ct_facts.gather(subsets, events_window=events_window, events_max_records=events_max_records,
-                                       run_iptables_version=run_iptables_version)
+                                       run_iptables_version=run_iptables_version, run_nft_list=run_nft_list)
     result = {"facts": facts, "entry_stats": None, "entry_stats_error": None, "firewall": None}
     if entry_stats:
         if not facts["available"]:
