@@ -3,10 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin behind nodeguard.conntrack.conntrack_audit_state (documentation: plugins/modules/)."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError

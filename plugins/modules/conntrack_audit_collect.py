@@ -3,10 +3,6 @@
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 module: conntrack_audit_collect
 short_description: Everything the fleet audit reads from a host, in one module run

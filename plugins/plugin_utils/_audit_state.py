@@ -9,10 +9,6 @@ host. The files are ``<directory>/<host>.json`` (the record of ``_audit_eval.sta
 files mode 0600, each written atomically (temporary file in the same directory, then rename).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 import os
 import tempfile

@@ -13,10 +13,6 @@ from one host in one module run.
 ``entry_statistics`` is pure; ``collect`` wires the adapters and returns ``(result, warnings)``.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import dump as _dump
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import entries as _entries
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import facts as _ct_facts
