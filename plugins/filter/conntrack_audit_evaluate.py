@@ -36,9 +36,20 @@ options:
     type: float
     default: 90
   counter_rise:
-    description: Severity of a rise since the previous audit, per counter name; V(ok) ignores it.
+    description:
+      - Highest severity of a rise since the previous audit, per counter name; V(ok) ignores it.
+      - Within that cap a rise is graded on its rate per second since the previous audit (O(counter_rate)).
+      - A first audit reports the watched counters' since-boot totals as information (NGCA008).
     type: dict
-    default: {drop: critical, insert_failed: warning, early_drop: warning, chaintoolong: warning}
+    default: {drop: critical, insert_failed: warning, early_drop: warning, chaintoolong: warning, invalid: warning}
+  counter_rate:
+    description:
+      - Per counter name, C([warning, critical]) rates in events per second since the previous audit at or above
+        which a rise is a warning or critical (a warning rate of 0 means any rise).
+      - Defaults C(drop) and C(insert_failed) C([0, 0.01]) (one a day is a warning, one a minute critical),
+        C(early_drop) C([0, 0.1]), C(chaintoolong) C([0, 0.01]), C(invalid) C([1, 100]).
+    type: dict
+    version_added: 0.2.0
   firewall_severity:
     description: Audit severity of a rule-set finding, per M(nodeguard.conntrack.iptables_audit) severity.
     type: dict
@@ -85,9 +96,10 @@ from ansible_collections.nodeguard.conntrack.plugins.plugin_utils._audit_eval im
 
 
 def conntrack_audit_evaluate(collected, previous=None, warning_pct=75, critical_pct=90, counter_rise=None,
-                             firewall_severity=None, max_chain_ratio=8, sizing=None, now=None):
+                             firewall_severity=None, max_chain_ratio=8, sizing=None, now=None, counter_rate=None):
     """Filter entry point: see DOCUMENTATION."""
     options = {"warning_pct": warning_pct, "critical_pct": critical_pct, "counter_rise": counter_rise,
+               "counter_rate": counter_rate,
                "firewall_severity": firewall_severity, "max_chain_ratio": max_chain_ratio, "sizing": sizing}
     try:
         return evaluate(collected, options, previous=previous or None, now=now)

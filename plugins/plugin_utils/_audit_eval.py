@@ -20,6 +20,11 @@ Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_a
   bill for rules nobody read)
 
 Findings of nftables_audit keep their NGNF ids (source ``nftables``).
+- NGCA008 (info) a first audit: watched counters' totals since boot (or since the namespace was created)
+
+Counter rises (NGCA002) are graded on their rate per second since the previous audit (``counter_rate``), capped at
+the counter's ``counter_rise`` level; a rise of drop together with insert_failed while the table is not full is told
+apart as an insert clash (a race between packets of one new flow) from a table that was full.
 """
 
 import math
@@ -32,7 +37,13 @@ from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing
 
 SCHEMA_VERSION = "1.0"
 LEVELS = ("ok", "warning", "critical")
-DEFAULT_COUNTER_RISE = {"drop": "critical", "insert_failed": "warning", "early_drop": "warning", "chaintoolong": "warning"}
+DEFAULT_COUNTER_RISE = {"drop": "critical", "insert_failed": "warning", "early_drop": "warning", "chaintoolong": "warning",
+                        "invalid": "warning"}
+# per counter: (warning at or above, critical at or above), in events per second since the previous audit; the level
+# is capped at counter_rise. One drop a day (1.2e-5/s) is a warning, one a minute (0.017/s) critical; some INVALID
+# packets are normal (late retransmissions, scans): a warning from 1/s (an asymmetric return path gives far more).
+DEFAULT_COUNTER_RATE = {"drop": (0.0, 0.01), "insert_failed": (0.0, 0.01), "early_drop": (0.0, 0.1),
+                        "chaintoolong": (0.0, 0.01), "invalid": (1.0, 100.0)}
 DEFAULT_FIREWALL_SEVERITY = {"high": "critical", "medium": "warning", "low": "warning", "info": "ok"}
 DEFAULT_WARNING_PCT = 75.0
 DEFAULT_CRITICAL_PCT = 90.0
@@ -48,6 +59,7 @@ TITLES = {
     "NGCA005": "conntrack cannot be observed",
     "NGCA006": "table full messages in the kernel log",
     "NGCA007": "native nftables rules not audited",
+    "NGCA008": "counter totals since boot (first audit)",
 }
 
 COUNTER_MEANING = {
@@ -57,7 +69,8 @@ COUNTER_MEANING = {
     "chaintoolong": "inserts failed and their packets were dropped because a hash chain was over the kernel's limit "
                     "(too few buckets for the entries, or a hash attack)",
     "clash_resolve": "insert clashes were resolved",
-    "invalid": "packets could not be tracked (INVALID)",
+    "invalid": "packets could not be tracked (INVALID): often an asymmetric return path (replies that bypass this host "
+               "or arrive on another one), or out-of-window TCP",
 }
 
 
@@ -79,6 +92,10 @@ def worst(levels):
 
 def _fmt(value):
     return "{:,}".format(value) if _is_int(value) else str(value)
+
+
+def _rate_text(rate):
+    return "%.3g" % rate
 
 
 def _is_int(value):
@@ -117,10 +134,69 @@ def _level_map(value, field, keys, default):
     return result
 
 
+def _rate_map(value):
+    result = dict(DEFAULT_COUNTER_RATE)
+    if value is None:
+        return result
+    if not isinstance(value, dict):
+        raise AuditError("counter_rate", "must be a mapping of counter name to [warning, critical] per second, got %r"
+                         % (value,))
+    for key, pair in value.items():
+        field = "counter_rate.%s" % (key,)
+        if key not in COUNTER_NAMES:
+            raise AuditError(field, "unknown counter (allowed: %s)" % ", ".join(COUNTER_NAMES))
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(_is_number(v) and v >= 0 for v in pair):
+            raise AuditError(field, "must be [warning, critical] events per second (numbers >= 0), got %r" % (pair,))
+        if pair[1] < pair[0]:
+            raise AuditError(field, "critical (%s) is below warning (%s)" % (pair[1], pair[0]))
+        result[key] = (float(pair[0]), float(pair[1]))
+    return result
+
+
+def rate_level(rate, thresholds, cap):
+    """Severity of a counter rising at ``rate`` per second: warning/critical at or above the thresholds (a warning
+    threshold of 0 means any rise), never above ``cap``."""
+    warning, critical = thresholds
+    level = "ok"
+    if rate >= critical and rate > 0:
+        level = "critical"
+    elif rate > 0 and rate >= warning:
+        level = "warning"
+    return level if level_rank(level) <= level_rank(cap) else cap
+
+
+def drop_cause(deltas, usage_level, table_full_messages):
+    """Why ``drop`` rose: "clash" when insert_failed rose as much (an insert race the kernel could not resolve,
+    nf_ct_resolve_clash: drop and insert_failed together), "chain" when chaintoolong explains it, "table_full"
+    otherwise (the only other source of drop). Low usage with a clash is a race, not a full table."""
+    drop = deltas.get("drop") or 0
+    failed = deltas.get("insert_failed") or 0
+    chain = deltas.get("chaintoolong") or 0
+    if drop <= 0:
+        return None
+    if chain and chain >= drop:
+        return "chain"
+    if failed >= drop and not table_full_messages and usage_level == "ok":
+        return "clash"
+    if failed and failed < drop:
+        return "clash_and_table_full"
+    return "table_full"
+
+
+CAUSE_TEXT = {
+    "clash": "an insert clash: packets of one new flow raced on several CPUs and the kernel could not merge the "
+             "entries (drop and insert_failed rose together while the table was not full): not a full table",
+    "chain": "inserts into over-long hash chains (chaintoolong)",
+    "clash_and_table_full": "partly insert clashes (insert_failed), the rest a full table",
+    "table_full": "the table was full (no insert_failed with it)",
+}
+
+
 def normalise_options(options):
     """Validate evaluation options; returns a complete dict. Raises AuditError naming the field."""
     options = dict(options or {})
-    known = ("warning_pct", "critical_pct", "counter_rise", "firewall_severity", "max_chain_ratio", "sizing")
+    known = ("warning_pct", "critical_pct", "counter_rise", "counter_rate", "firewall_severity", "max_chain_ratio",
+             "sizing")
     for key in options:
         if key not in known:
             raise AuditError(key, "unknown option (allowed: %s)" % ", ".join(known))
@@ -145,6 +221,7 @@ def normalise_options(options):
         "warning_pct": warning,
         "critical_pct": critical,
         "counter_rise": _level_map(options.get("counter_rise"), "counter_rise", COUNTER_NAMES, DEFAULT_COUNTER_RISE),
+        "counter_rate": _rate_map(options.get("counter_rate")),
         "firewall_severity": _level_map(options.get("firewall_severity"), "firewall_severity",
                                         tuple(DEFAULT_FIREWALL_SEVERITY), DEFAULT_FIREWALL_SEVERITY),
         "max_chain_ratio": float(ratio),
@@ -181,7 +258,8 @@ def counter_deltas(current, previous, now, netns_inode=None):
         return result
     if not isinstance(previous, dict) or not isinstance(previous.get("counters"), dict):
         for name in COUNTER_NAMES:
-            result["counters"][name] = {"previous": None, "current": current.get(name), "delta": None}
+            result["counters"][name] = {"previous": None, "current": current.get(name), "delta": None,
+                                        "rate_per_second": None}
         return result
     result["baseline"] = False
     epoch = previous.get("epoch")
@@ -205,6 +283,10 @@ def counter_deltas(current, previous, now, netns_inode=None):
     if result["reset"]:
         for entry in result["counters"].values():
             entry["delta"] = None
+    elapsed = result["elapsed_seconds"]
+    for entry in result["counters"].values():
+        entry["rate_per_second"] = (float("%.6g" % (entry["delta"] / float(elapsed)))
+                                    if entry["delta"] is not None and elapsed else None)
     return result
 
 
@@ -333,21 +415,55 @@ def evaluate(collected, options=None, previous=None, now=None):
             + container_note, "usage", value=usage["usage_pct"]))
 
     rises = []
+    events = facts.get("events")
+    table_full_messages = bool(isinstance(events, dict) and events.get("readable")
+                               and _is_int(events.get("table_full_this_netns")) and events["table_full_this_netns"] > 0)
+    elapsed = deltas.get("elapsed_seconds")
+    cause = None
     if not deltas["baseline"] and not deltas["reset"]:
+        plain = dict((name, deltas["counters"][name]["delta"]) for name in COUNTER_NAMES)
+        cause = drop_cause(plain, usage["level"], table_full_messages)
         for name in COUNTER_NAMES:
             entry = deltas["counters"][name]
             if name in opts["counter_rise"] and entry["delta"] and entry["delta"] > 0:
-                level = opts["counter_rise"][name]
+                cap = opts["counter_rise"][name]
                 rises.append(name)
+                if cap == "ok":
+                    continue
+                rate = entry.get("rate_per_second")
+                if rate is not None and name in opts["counter_rate"]:
+                    level = rate_level(rate, opts["counter_rate"][name], cap)
+                    pace = "%s/s over %s s" % (_rate_text(rate), _fmt(int(round(elapsed))))
+                else:
+                    level = cap  # no interval known: the rise itself
+                    pace = "interval unknown"
                 if level == "ok":
                     continue
+                meaning = COUNTER_MEANING.get(name, "counter increased")
+                if name in ("drop", "insert_failed") and cause in CAUSE_TEXT:
+                    meaning = CAUSE_TEXT[cause]
+                fix = ("Check usage against max and the kernel log for 'table full'; for chaintoolong raise buckets "
+                       "(conntrack_tuning).")
+                if cause in ("clash", "clash_and_table_full") and name in ("drop", "insert_failed"):
+                    fix = ("Insert clashes are races between the first packets of one flow (typically parallel UDP "
+                           "queries over one socket, e.g. DNS A and AAAA: options single-request-reopen, or NOTRACK "
+                           "for the resolver traffic); raising max does not help.")
+                elif name == "invalid":
+                    fix = ("Look for an asymmetric return path (replies routed around this host) and enable "
+                           "nf_conntrack_log_invalid briefly to see which packets; tcp_be_liberal only as a last resort.")
                 findings.append(_finding(
-                    "NGCA002", level, "%s rose by %s since %s (%s)" % (
-                        name, _fmt(entry["delta"]), deltas["since"] or "the last audit",
-                        COUNTER_MEANING.get(name, "counter increased")),
-                    "Check usage against max and the kernel log for 'table full'; for insert_failed look at UDP "
-                    "clients racing (DNS: single-request-reopen, or NOTRACK for the resolver traffic); for "
-                    "chaintoolong raise buckets (conntrack_tuning).", "counters", counter=name, delta=entry["delta"]))
+                    "NGCA002", level, "%s rose by %s since %s (%s): %s" % (
+                        name, _fmt(entry["delta"]), deltas["since"] or "the last audit", pace, meaning),
+                    fix, "counters", counter=name, delta=entry["delta"], value=rate))
+    elif deltas["baseline"] and counters is not None:
+        totals = [(name, counters.get(name)) for name in COUNTER_NAMES
+                  if name in opts["counter_rise"] and opts["counter_rise"][name] != "ok" and _is_int(counters.get(name))
+                  and counters.get(name) > 0]
+        if totals:
+            findings.append(_finding(
+                "NGCA008", "info", "first audit: since boot (or since this namespace was created) %s; the next audit "
+                "grades their rate" % ", ".join("%s %s" % (name, _fmt(value)) for name, value in totals),
+                "Nothing to do now; run the audit again to see whether they still rise.", "counters"))
 
     sizing_result = None
     if opts["sizing"] is not None:
@@ -493,6 +609,7 @@ def evaluate(collected, options=None, previous=None, now=None):
         "counters_source": facts.get("counters_source"),
         "deltas": deltas,
         "rising": rises,
+        "drop_cause": cause,
         "sizing": sizing_result,
         "chains": chains,
         "states": states,

@@ -85,14 +85,18 @@ def test_first_run_is_a_baseline_then_rises_are_findings():
     first = ev.evaluate(collected(counters={"drop": 5, "insert_failed": 2}), now=1000)
     assert first["deltas"]["baseline"] is True and first["rising"] == []
     assert first["status"] == "ok"
+    # the since-boot totals are reported as information, not hidden
+    assert [f["id"] for f in first["findings"]] == ["NGCA008"] and first["findings"][0]["severity"] == "info"
+    assert "drop 5" in first["findings"][0]["detail"]
     second = ev.evaluate(collected(counters={"drop": 9, "insert_failed": 2, "early_drop": 3, "chaintoolong": 1,
                                              "invalid": 50}), previous=state(first), now=1060)
     deltas = second["deltas"]
     assert deltas["baseline"] is False and deltas["reset"] is False
     assert deltas["elapsed_seconds"] == 60 and deltas["since"] == "1970-01-01T00:16:40Z"
-    assert deltas["counters"]["drop"] == {"previous": 5, "current": 9, "delta": 4}
+    assert deltas["counters"]["drop"] == {"previous": 5, "current": 9, "delta": 4, "rate_per_second": 0.0666667}
     assert deltas["counters"]["insert_failed"]["delta"] == 0
-    assert second["rising"] == ["drop", "early_drop", "chaintoolong"]  # invalid is not watched
+    assert second["rising"] == ["invalid", "drop", "early_drop", "chaintoolong"]  # invalid is watched by default
+    assert second["drop_cause"] == "table_full"  # drop without insert_failed
     by_counter = dict((f["counter"], f) for f in second["findings"] if f["id"] == "NGCA002")
     assert by_counter["drop"]["severity"] == "critical" and by_counter["drop"]["delta"] == 4
     assert by_counter["early_drop"]["severity"] == "warning"
@@ -336,3 +340,62 @@ def test_nftables_audit_findings_are_merged():
     assert result["firewall"]["nftables_audited"] is True
     assert result["firewall"]["sources"] == ["/usr/sbin/nft -j list ruleset"]
     assert ev.fleet([result], now=2)["summary"]["rule_findings"] == ["web-1"]
+# ---- issue 13, defect 5: counters graded on their rate, clash told from table full, since-boot totals ------------
+
+def _two_audits(before, after, seconds, options=None, **kwargs):
+    first = ev.evaluate(collected(counters=before, **kwargs), options, now=1000)
+    return ev.evaluate(collected(counters=after, **kwargs), options, previous=state(first), now=1000 + seconds)
+
+
+def _ngca002(result, counter):
+    return [f for f in result["findings"] if f["id"] == "NGCA002" and f["counter"] == counter][0]
+
+
+def test_one_drop_a_minute_is_critical_one_a_day_a_warning():
+    minute = _two_audits({"drop": 0}, {"drop": 1}, 60)
+    day = _two_audits({"drop": 0}, {"drop": 1}, 86400)
+    assert _ngca002(minute, "drop")["severity"] == "critical"
+    assert _ngca002(day, "drop")["severity"] == "warning"   # was critical too: the interval was ignored
+    assert day["deltas"]["counters"]["drop"]["rate_per_second"] == pytest.approx(1 / 86400.0, rel=1e-3)
+    assert "/s over 86,400 s" in _ngca002(day, "drop")["detail"]
+
+
+def test_rate_thresholds_are_configurable_and_capped_by_counter_rise():
+    opts = {"counter_rate": {"drop": [0.5, 2]}, "counter_rise": {"drop": "warning"}}
+    assert not [f for f in _two_audits({"drop": 0}, {"drop": 10}, 60, opts)["findings"] if f["id"] == "NGCA002"]
+    fast = _two_audits({"drop": 0}, {"drop": 600}, 60, opts)
+    assert _ngca002(fast, "drop")["severity"] == "warning"  # 10/s, but counter_rise caps it at warning
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"counter_rate": {"drop": [2, 1]}}, "counter_rate.drop"),
+    ({"counter_rate": {"bogus": [0, 1]}}, "counter_rate.bogus"),
+    ({"counter_rate": {"drop": "fast"}}, "counter_rate.drop"),
+    ({"counter_rate": [1]}, "counter_rate"),
+])
+def test_bad_rate_options(options, field):
+    with pytest.raises(ev.AuditError) as info:
+        ev.evaluate(collected(), options, now=1)
+    assert info.value.field == field
+
+
+def test_clash_told_apart_from_table_full():
+    clash = _two_audits({"drop": 0, "insert_failed": 0}, {"drop": 40, "insert_failed": 40}, 60, count=100)
+    assert clash["drop_cause"] == "clash"
+    detail = _ngca002(clash, "drop")["detail"]
+    assert "insert clash" in detail and "not a full table" in detail
+    assert "raising max does not help" in _ngca002(clash, "drop")["fix"]
+    full = _two_audits({"drop": 0}, {"drop": 40}, 60, count=100)
+    assert full["drop_cause"] == "table_full" and "table was full" in _ngca002(full, "drop")["detail"]
+    # at a full table the same pair is not called a race
+    busy = _two_audits({"drop": 0, "insert_failed": 0}, {"drop": 40, "insert_failed": 40}, 60, count=262000)
+    assert busy["drop_cause"] == "table_full"
+
+
+def test_invalid_is_watched_by_default():
+    assert "invalid" in ev.DEFAULT_COUNTER_RISE
+    result = _two_audits({"invalid": 0}, {"invalid": 6000}, 60)
+    finding = _ngca002(result, "invalid")
+    assert finding["severity"] == "warning" and "asymmetric" in finding["detail"]
+    quiet = _two_audits({"invalid": 0}, {"invalid": 30}, 60)  # 0.5/s: normal background
+    assert not [f for f in quiet["findings"] if f["id"] == "NGCA002"]
