@@ -340,6 +340,8 @@ def test_nftables_audit_findings_are_merged():
     assert result["firewall"]["nftables_audited"] is True
     assert result["firewall"]["sources"] == ["/usr/sbin/nft -j list ruleset"]
     assert ev.fleet([result], now=2)["summary"]["rule_findings"] == ["web-1"]
+
+
 # ---- issue 13, defect 5: counters graded on their rate, clash told from table full, since-boot totals ------------
 
 def _two_audits(before, after, seconds, options=None, **kwargs):
