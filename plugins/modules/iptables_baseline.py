@@ -122,7 +122,9 @@ options:
             type: bool
             default: false
           log_rate:
-            description: Log rate such as V(5/min).
+            description:
+              - Log rate such as V(5/min) (C(N/sec), C(min), C(hour) or C(day)), burst 10. Written as iptables prints
+                it back (V(60/min) becomes V(1/sec)); from V(8/day) to V(10000/sec).
             type: str
             default: 5/min
           log_prefix:
@@ -216,7 +218,9 @@ options:
             type: bool
             default: false
           log_rate:
-            description: Log rate such as V(5/min).
+            description:
+              - Log rate such as V(5/min) (C(N/sec), C(min), C(hour) or C(day)), burst 10. Written as iptables prints
+                it back (V(60/min) becomes V(1/sec)); from V(8/day) to V(10000/sec).
             type: str
             default: 5/min
           log_prefix:

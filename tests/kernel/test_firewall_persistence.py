@@ -54,7 +54,9 @@ def test_simulated_reboot_brings_the_baseline_back_once(lab, tmp_path, backend):
     assert config["families"]["ipv4"]["restore"].endswith("iptables-%s-restore" % backend)
     unit = open(paths["unit_path"]).read()
     assert "Before=network-pre.target" in unit and "Wants=network-pre.target" in unit
-    assert "ExecStart=%s %s %s" % (sys.executable, paths["loader_path"], paths["config_path"]) in unit
+    # the system's Python 3, not the (virtualenv) interpreter that ran the module, and after full-table restores
+    assert "ExecStart=/usr/bin/python3 %s %s" % (paths["loader_path"], paths["config_path"]) in unit
+    assert "netfilter-persistent.service" in unit and "nftables.service" in unit
 
     _reboot(ns, backend)
     for family in FAMILIES:

@@ -398,7 +398,12 @@ class Host(object):
         files[params["config_path"]] = (loader.render_config(model["prefix"], families), 0o644)
         files[params["loader_path"]] = (loader.LOADER_SOURCE, 0o755)
         if params.get("unit_path"):
-            files[params["unit_path"]] = (loader.render_unit(sys.executable, params["loader_path"],
+            interpreter = loader.boot_interpreter(os.path.exists, sys.executable,
+                                                  getattr(sys, "base_prefix", sys.prefix) != sys.prefix)
+            if interpreter is None:
+                raise FirewallError("no system Python 3 (%s) for the boot-time loader, and the module runs in a "
+                                    "virtualenv that may not exist at boot" % ", ".join(loader.SYSTEM_PYTHONS))
+            files[params["unit_path"]] = (loader.render_unit(interpreter, params["loader_path"],
                                                              params["config_path"]), 0o644)
         return files
 

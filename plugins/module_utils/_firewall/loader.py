@@ -168,6 +168,24 @@ def render_config(prefix, families):
     return json.dumps({"prefix": prefix, "families": families}, indent=2, sort_keys=True) + "\n"
 
 
+# a Python 3 that belongs to the operating system, so it exists at boot whatever ran the module (a virtualenv or a
+# pyenv interpreter can vanish, and the host would then boot without its baseline)
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/libexec/platform-python", "/bin/python3", "/usr/local/bin/python3")
+# services that restore whole tables at boot; the loader runs after them so they cannot wipe the baseline or bring
+# back a stale copy of it
+ORDER_AFTER = ("netfilter-persistent.service", "iptables.service", "ip6tables.service", "nftables.service",
+               "ebtables.service", "firewalld.service")
+
+
+def boot_interpreter(exists, running, in_virtualenv):
+    """The interpreter the unit starts the loader with: the first system Python 3 that ``exists``; else the
+    interpreter running now when it is not a virtualenv's; else None (the caller refuses)."""
+    for path in SYSTEM_PYTHONS:
+        if exists(path):
+            return path
+    return None if in_virtualenv else running
+
+
 def render_unit(interpreter, loader_path, config_path):
     return "\n".join([
         "# Managed by nodeguard.conntrack.iptables_baseline; do not edit.",
@@ -177,7 +195,7 @@ def render_unit(interpreter, loader_path, config_path):
         "DefaultDependencies=no",
         "Wants=network-pre.target",
         "Before=network-pre.target shutdown.target",
-        "After=local-fs.target systemd-modules-load.service",
+        "After=local-fs.target systemd-modules-load.service " + " ".join(ORDER_AFTER),
         "Conflicts=shutdown.target",
         "",
         "[Service]",

@@ -188,12 +188,7 @@ def _invalid_drop(data, field, default_enabled, forward):
     if forward:
         allowed.append("out_interfaces")
     data = _check_keys(data, allowed, field)
-    log_rate = data.get("log_rate") or "5/min"
-    if not isinstance(log_rate, str) or not _RATE_RE.match(log_rate):
-        raise FirewallModelError(field + ".log_rate", "must look like 5/min (N/sec|min|hour|day), got %r" % (log_rate,))
-    number, unit = _RATE_RE.match(log_rate).groups()
-    units = {"second": "sec", "s": "sec", "minute": "min", "m": "min", "h": "hour", "d": "day"}
-    log_rate = "%s/%s" % (number, units.get(unit, unit))
+    log_rate = normalise_rate(data.get("log_rate") or "5/min", field + ".log_rate")
     log_prefix = data.get("log_prefix") or "ngct-invalid: "
     if not isinstance(log_prefix, str) or not _LOG_PREFIX_RE.match(log_prefix):
         raise FirewallModelError(field + ".log_prefix", "must be 1-29 characters of letters, digits, ' _.:=-', "
@@ -209,6 +204,42 @@ def _invalid_drop(data, field, default_enabled, forward):
         "log_rate": log_rate,
         "log_prefix": log_prefix,
     }
+
+
+# libxt_limit: a rate is stored as the period between two packets in units of 1/10000 s, and printed back in the
+# largest unit that still represents it exactly enough (so 60/min reads back as 1/sec, 24/day as 1/hour)
+XT_LIMIT_SCALE = 10000
+_RATE_UNITS = (("day", XT_LIMIT_SCALE * 24 * 60 * 60), ("hour", XT_LIMIT_SCALE * 60 * 60),
+               ("min", XT_LIMIT_SCALE * 60), ("sec", XT_LIMIT_SCALE))
+LOG_BURST = 10
+# xt_limit refuses a rule when period x burst, turned into credits (x HZ x CREDITS_PER_JIFFY / 10000), overflows 32
+# bits; HZ x CREDITS_PER_JIFFY is at most 300 x 128 over the usual HZ values (100, 250, 300, 1000)
+_MAX_PERIOD_X_BURST = 0xFFFFFFFF * XT_LIMIT_SCALE // (300 * 128)
+
+
+def normalise_rate(value, field, burst=LOG_BURST):
+    """A limit rate like '60/min' -> the text iptables-save prints for it ('1/sec'); refuses rates iptables or the
+    kernel reject (faster than 10000/sec, or so slow that period x burst overflows 32 bits)."""
+    if not isinstance(value, str) or not _RATE_RE.match(value):
+        raise FirewallModelError(field, "must look like 5/min (N/sec|min|hour|day), got %r" % (value,))
+    number, unit = _RATE_RE.match(value).groups()
+    multiplier = dict((name[0], mult // XT_LIMIT_SCALE) for name, mult in _RATE_UNITS)[unit[0]]
+    count = int(number)
+    period = XT_LIMIT_SCALE * multiplier // count
+    if period == 0:
+        raise FirewallModelError(field, "%r is faster than iptables' limit match can represent (at most 10000/sec)"
+                                 % (value,))
+    if period * burst > _MAX_PERIOD_X_BURST:
+        raise FirewallModelError(field, "%r is too slow for a burst of %d (the kernel's limit match refuses it); use "
+                                        "at least 8/day" % (value, burst))
+    index = 1
+    while index < len(_RATE_UNITS):
+        mult = _RATE_UNITS[index][1]
+        if period > mult or mult // period < mult % period:
+            break
+        index += 1
+    name, mult = _RATE_UNITS[index - 1]
+    return "%d/%s" % (mult // period, name)
 
 
 def _flow(data, field):

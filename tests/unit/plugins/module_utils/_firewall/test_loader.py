@@ -91,3 +91,17 @@ def test_rollback_puts_a_policy_back_only_while_it_is_still_the_one_set():
     moved = build("*filter\n:INPUT DROP [0:0]\nCOMMIT\n", "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", "NG-CT-",
                   {"filter": {"INPUT": "ACCEPT"}})
     assert ":INPUT" not in moved
+
+
+def test_unit_runs_after_full_table_restores_with_a_system_interpreter():
+    unit = loader.render_unit("/usr/bin/python3", "/usr/local/sbin/load", "/etc/x.json")
+    after = [line for line in unit.splitlines() if line.startswith("After=")][0].split("=", 1)[1].split()
+    for service in ("netfilter-persistent.service", "iptables.service", "ip6tables.service", "nftables.service"):
+        assert service in after
+    assert "Before=network-pre.target shutdown.target" in unit
+    # a system Python wins over the (virtualenv) interpreter that ran the module
+    assert loader.boot_interpreter({"/usr/bin/python3"}.__contains__, "/opt/venv/bin/python", True) == "/usr/bin/python3"
+    assert loader.boot_interpreter({"/usr/libexec/platform-python"}.__contains__, "/x/python", True) == \
+        "/usr/libexec/platform-python"
+    assert loader.boot_interpreter(set().__contains__, "/usr/bin/python3.12", False) == "/usr/bin/python3.12"
+    assert loader.boot_interpreter(set().__contains__, "/opt/venv/bin/python", True) is None

@@ -89,3 +89,16 @@ def test_notrack_local_ports_and_forwarded_are_validated():
     assert info.value.field == "notrack[0].destinations"
     item = normalise_model({"notrack": [{"ports": [53], "direction": "both"}]})["notrack"][0]
     assert item["local_ports"] == ["32768:60999"] and item["forwarded"] is False
+
+
+def test_log_rate_is_normalised_as_libxt_limit_prints_it_and_range_checked():
+    import pytest as _pytest
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.model import normalise_rate
+    cases = {"5/min": "5/min", "60/min": "1/sec", "120/min": "2/sec", "60/hour": "1/min", "24/day": "1/hour",
+             "1/second": "1/sec", "10000/sec": "10000/sec", "9999/s": "10000/sec", "3600/hour": "1/sec",
+             "8/day": "8/day", "7/h": "7/hour", "1/m": "1/min"}
+    assert dict((rate, normalise_rate(rate, "f")) for rate in cases) == cases
+    for rate, word in (("20000/sec", "faster"), ("10001/sec", "faster"), ("7/day", "too slow"), ("1/day", "too slow")):
+        with _pytest.raises(FirewallModelError) as info:
+            normalise_model({"input": {"invalid_drop": {"log": True, "log_rate": rate}}})
+        assert info.value.field == "input.invalid_drop.log_rate" and word in str(info.value), rate
