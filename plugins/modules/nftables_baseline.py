@@ -3,10 +3,6 @@
 # Copyright: nodeguard.conntrack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r"""
 module: nftables_baseline
 short_description: The conntrack firewall baseline as one nftables table the collection owns

@@ -10,10 +10,6 @@ is a file that declares, deletes and defines only the owned table, loaded by a u
 is never written and no other table is ever captured.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import binascii
 import os
 import shlex

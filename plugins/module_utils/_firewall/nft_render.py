@@ -13,10 +13,6 @@ digest of the rendered body, so the module can tell whether the live table is th
 change is one ``nft -f`` transaction that declares, deletes and re-creates only this table.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import hashlib
 
 TABLE = "nodeguard_conntrack"
