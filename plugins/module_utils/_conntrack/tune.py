@@ -8,6 +8,7 @@ Private to the collection. Pure: no host I/O. ``_tune_host`` reads the environme
 
 import os
 import re
+from typing import Dict, List, Optional, Tuple, TypedDict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import InputError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.kernel_model import BUCKET_GRANULARITY, parse_release
@@ -117,7 +118,56 @@ def validate_policy(policy):
         raise TuneError("state", "must be present or absent")
 
 
-def validate_params(params):
+class TunePolicy(TypedDict, total=False):
+    """conntrack_tune's policy options, validated (``validate_params``)."""
+
+    state: str
+    persist: bool
+    apply_live: bool
+    raise_only: bool
+    readonly_policy: str  # skip | warn | fail
+    autoload: str  # auto | always | never
+    load_module: bool
+    buckets_live: bool
+    mode: int
+
+
+class KnobPlan(TypedDict):
+    """One knob of a plan: what it is, what it becomes and why."""
+
+    name: str
+    key: str
+    scope: str
+    desired: int
+    before: Optional[int]
+    after: Optional[int]
+    status: str  # changed | unchanged | skipped
+    reason: Optional[str]
+    write: Optional[int]
+    persisted: bool
+
+
+class FilePlan(TypedDict):
+    """One managed file of a plan."""
+
+    path: str
+    before: Optional[str]
+    after: Optional[str]
+    action: str  # write | remove | unchanged | absent | not_managed
+    changed: bool
+
+
+class TunePlan(TypedDict):
+    """What ``plan()`` returns and ``tune_host`` applies."""
+
+    knobs: List[KnobPlan]
+    files: Dict[str, FilePlan]
+    warnings: List[str]
+    errors: List[str]
+    changed: bool
+
+
+def validate_params(params) -> Tuple[Dict[str, int], TunePolicy, Dict[str, str]]:
     """conntrack_tune's options -> (desired knobs, policy, paths); raises TuneError naming the option."""
     desired = normalize_knobs(params["knobs"])
     policy = dict((name, params[name]) for name in ("state", "persist", "apply_live", "raise_only",
@@ -293,7 +343,7 @@ def sysctl_overrides(our_path, files, keys):
     return result
 
 
-def plan(env, desired, policy, files_before, paths, modes_before=None):
+def plan(env, desired, policy, files_before, paths, modes_before=None) -> TunePlan:
     """Decide what to do.
 
     env: {"init_netns": bool|None, "conntrack": "builtin"|"module"|"loadable"|"absent", "kernel_release": str,

@@ -11,6 +11,7 @@ call the module makes. It uses a narrow slice of the module object: ``check_mode
 
 import errno
 import os
+from typing import Any, Dict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common import host_files
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
@@ -35,7 +36,7 @@ def _first_existing(candidates):
     return None
 
 
-def read_environment(shorts):
+def read_environment(shorts) -> _environment.HostEnvironment:
     """The host probe's answer (``_host.environment.probe``) plus what conntrack_tune needs beside it.
 
     ``writable["buckets"]`` is also True where the buckets sysctl is read-only but the hashsize parameter can be
@@ -156,7 +157,7 @@ def apply_files(result_plan, mode):
                            field=_tune.PATH_OPTIONS[role])
 
 
-def run(module, desired, policy, paths):
+def run(module, desired: Dict[str, int], policy: _tune.TunePolicy, paths: Dict[str, str]) -> Dict[str, Any]:
     """Plan and (unless check mode) apply; returns conntrack_tune's result. Raises NodeguardError (with the
     per-knob outcome in ``details["knobs"]`` once a plan exists)."""
     env = read_environment(list(desired))

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Dict, Optional, TypedDict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs
@@ -37,6 +38,22 @@ class FirewallError(HostError):
 
 class _ApplyFailed(Exception):
     """(family, reason, script) of a live apply that failed; turned into a FirewallError after recovery."""
+
+
+class Tools(TypedDict):
+    """The restore and save binaries of one family and backend."""
+
+    restore: str
+    save: str
+
+
+class ResolvedBackend(TypedDict):
+    """``Host.resolve()``: the backend chosen, its tools per family and the other backend's (None if absent)."""
+
+    backend: str  # nft | legacy
+    other: str
+    tools: Dict[str, Tools]
+    other_tools: Dict[str, Optional[Tools]]
 
 
 class Host(object):
@@ -62,7 +79,7 @@ class Host(object):
         # same reading of ``iptables -V`` as conntrack_facts; an unmarked version line is the legacy backend
         return environment.detect_iptables_backend(None, out + err) or "legacy"
 
-    def resolve(self, requested, families):
+    def resolve(self, requested, families) -> ResolvedBackend:
         """{'backend': name, 'other': name, 'tools': {family: {'save', 'restore'}}, 'other_tools': {...}}."""
         backend = requested
         if requested == "auto":

@@ -15,6 +15,7 @@ collects the observations from /proc, /sys and the file system; it never runs a 
 import os
 import re
 import stat
+from typing import Any, Dict, List, Optional, TypedDict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_int, read_or_none
@@ -254,7 +255,50 @@ def knob_access(shorts, proc_dir=None, hashsize_path=None, init_netns=None):
     return access
 
 
-def knob_state(shorts, init_netns_value):
+class KnobState(TypedDict):
+    """Live values and writability of the knobs a caller asked about (``knob_state``)."""
+
+    live: Dict[str, Optional[int]]
+    writable: Dict[str, bool]
+    hashsize: Optional[int]
+    hashsize_writable: bool
+
+
+class HostEnvironment(TypedDict, total=False):
+    """What ``probe()`` answers: the contract between the probe and conntrack_facts / tune_host / the firewall.
+
+    conntrack_facts returns the documented subset (``facts.ENVIRONMENT_KEYS``); tune_host adds
+    ``page_size``, ``sysctl_files``, ``systemd_sysctl`` and ``sysctl_bin``.
+    """
+
+    kernel_release: str
+    conntrack: str  # builtin | module | loadable | absent
+    init_netns: Optional[bool]
+    init_netns_reason: str
+    netns_inode: Optional[int]
+    container: Optional[str]
+    container_evidence: Optional[str]
+    writable_knobs: List[str]
+    readonly_knobs: List[str]
+    iptables_backend: Optional[str]
+    iptables_legacy_tables: List[str]
+    nft_tables: Optional[List[Dict[str, Any]]]
+    nft_tables_reason: str
+    nft_native_tables: Optional[int]
+    nftables_conf: Any
+    memtotal_mb: Optional[int]
+    cpus: Optional[int]
+    live: Dict[str, Optional[int]]
+    writable: Dict[str, bool]
+    hashsize: Optional[int]
+    hashsize_writable: bool
+    page_size: int
+    sysctl_files: Dict[str, str]
+    systemd_sysctl: Optional[str]
+    sysctl_bin: Optional[str]
+
+
+def knob_state(shorts, init_netns_value) -> KnobState:
     """Live values and writability of ``shorts`` (catalogue short names) plus hashsize.
 
     ``{"live": {short: int or None}, "writable": {short: bool}, "hashsize": int or None,
@@ -284,7 +328,7 @@ def parse_memtotal_mb(meminfo_text):
     return None
 
 
-def probe(present, run_iptables_version=None, knobs=(), run_nft_list=None):
+def probe(present, run_iptables_version=None, knobs=(), run_nft_list=None) -> HostEnvironment:
     """Collect the environment facts. ``present``: catalogue knobs that exist here (short names).
 
     ``knobs``: short names whose live value and writability the caller needs (``live``, ``writable``,
