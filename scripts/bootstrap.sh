@@ -134,8 +134,8 @@ step_get_pip() {
   # in ~/.ansible/test/cache. Where that host does not answer, put a stand-in (scripts/support/get_pip_offline.py:
   # ensurepip, then pip installs the pinned packages from the index) where ansible-test looks for its cached
   # copy; where it answers, leave ansible-test its real download (and take back a stand-in left by an earlier run).
-  local ver cache_file url
-  ver=$("$build/sanity-venv/bin/python" - <<'PY'
+  local venv=${1:-$build/sanity-venv} ver cache_file url
+  ver=$("$venv/bin/python" - <<'PY'
 import re, ansible_test, os
 src = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
 print(re.search(r"pip='([0-9.]+)'", src).group(1))
@@ -251,6 +251,7 @@ for s in "${steps[@]}"; do
     sanity-venv) step_sanity_venv; step_get_pip ;;
     containers-conf) step_containers_conf ;;
     galaxy-importer-venv) step_galaxy_importer_venv ;;
+    get-pip:*) step_get_pip "${s#get-pip:}" ;;
     images) step_images ;;
     vm-images) step_vm_images ;;
     all) step_apt; step_venv; step_sanity_venv; step_get_pip; step_galaxy_importer_venv; step_collections; step_containers_conf; step_images
