@@ -1,7 +1,7 @@
 """A collections path with the 0.1.0 audit role (tests/kernel/legacy/conntrack_audit) in place of today's.
 
-Everything else (modules, module_utils, filters, playbooks, the other roles) is the current collection, linked,
-so only the role's way of collecting and storing differs.
+Everything else (modules, module_utils, filters, playbooks, the other roles, and the role's defaults) is the current
+collection, linked, so only the role's way of collecting and storing differs.
 """
 import os
 
@@ -19,6 +19,14 @@ def legacy_collection(directory: str) -> str:
             continue
         os.symlink(os.path.join(REPO_ROOT, name), os.path.join(root, name))
     for role in os.listdir(os.path.join(REPO_ROOT, "roles")):
-        target = LEGACY_ROLE if role == "conntrack_audit" else os.path.join(REPO_ROOT, "roles", role)
-        os.symlink(target, os.path.join(root, "roles", role))
+        if role != "conntrack_audit":
+            os.symlink(os.path.join(REPO_ROOT, "roles", role), os.path.join(root, "roles", role))
+    # the 0.1.0 tasks, vars and specs with today's defaults: the comparison is about how hosts are collected and
+    # state is kept, not about defaults changed since (such as a counter added to conntrack_audit_counter_rise)
+    legacy = os.path.join(root, "roles", "conntrack_audit")
+    os.makedirs(legacy)
+    for part in os.listdir(LEGACY_ROLE):
+        source = os.path.join(REPO_ROOT, "roles", "conntrack_audit", part) if part == "defaults" else \
+            os.path.join(LEGACY_ROLE, part)
+        os.symlink(source, os.path.join(legacy, part))
     return str(directory)
