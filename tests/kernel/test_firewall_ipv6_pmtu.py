@@ -8,8 +8,6 @@
   then carries the smaller path MTU (the error is INVALID to conntrack, so it must be accepted before the INVALID
   drop)."""
 
-import socket
-import struct
 import subprocess
 import sys
 
@@ -143,8 +141,8 @@ def test_path_mtu_discovery_works_for_a_notrack_flow(lab, backend, family):
     cdev, rdev = lab.link(client, addrs[0], router, addrs[1])
     lab.link(router, addrs[2], server, addrs[3])
     ip = ["ip", "-6"] if v6 else ["ip", "-4"]
-    client.run(ip + ["route", "add", "default", "via", addrs[1].split("/")[0]])
-    server.run(ip + ["route", "add", "default", "via", addrs[2].split("/")[0]])
+    client.run(ip + ["route", "add", "default", "via", addrs[1].split("/", maxsplit=1)[0]])
+    server.run(ip + ["route", "add", "default", "via", addrs[2].split("/", maxsplit=1)[0]])
     router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
     # the router's link towards the client is narrower than the rest of the path
     router.run(["ip", "link", "set", rdev, "mtu", "1280" if v6 else "1000"])
@@ -155,8 +153,8 @@ def test_path_mtu_discovery_works_for_a_notrack_flow(lab, backend, family):
              "notrack": [{"name": "bulk", "proto": "udp", "ports": [9500]}]}
     result = module(server, "iptables_baseline", model)
     assert result["_rc"] == 0 and result["changed"], result
-    client_address = addrs[0].split("/")[0]
-    server_address = addrs[3].split("/")[0]
+    client_address = addrs[0].split("/", maxsplit=1)[0]
+    server_address = addrs[3].split("/", maxsplit=1)[0]
     mtu = "1280" if v6 else "1000"
 
     def learned():

@@ -15,7 +15,7 @@ GUARD = {"ipv4": "*filter\n:SSH-GUARD - [0:0]\n-A INPUT -j SSH-GUARD\n-A SSH-GUA
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_foreign_chain_starting_with_the_prefix_is_left_alone(lab, backend):
     client, server = lab.add("cl", False), lab.add("sv", False)
-    dev, _ = lab.link(client, "10.97.0.1/24", server, "10.97.0.2/24")
+    dev = lab.link(client, "10.97.0.1/24", server, "10.97.0.2/24")[0]
     lab.link(client, "fd00:97::1/64", server, "fd00:97::2/64")
     client.run(["ip", "addr", "add", "10.97.0.66/24", "dev", dev])
     client.run(["ip", "-6", "addr", "add", "fd00:97::66/64", "dev", "v1a", "nodad"])

@@ -9,7 +9,8 @@ A parsed rule set is ``{table: {"policies": {chain: policy}, "chains": [names in
 where ``spec`` is the rule text after ``-A CHAIN`` exactly as iptables-save printed it (packet counters removed).
 
 An *owned state* is ``{table: {"chains": {name: [spec]}, "jumps": [(chain, position, spec)], "policies": {}}}``:
-the chains named ``<prefix><suffix>`` for the baseline's suffixes (not every chain that starts with the prefix), and every rule elsewhere that jumps (``-j``/``-g``) into one of them,
+the chains named ``<prefix><suffix>`` for the baseline's suffixes (not every chain that starts with the
+prefix), and every rule elsewhere that jumps (``-j``/``-g``) into one of them,
 with its 1-based position in its chain, or -1 when it is the last rule of its chain (and not also the first).
 """
 
