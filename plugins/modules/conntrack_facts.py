@@ -25,7 +25,7 @@ options:
   gather_subset:
     description:
       - Which parts to gather, like M(ansible.builtin.setup)'s option of the same name.
-      - Subsets are V(limits), V(timeouts), V(settings), V(counters), V(environment) and V(events). V(all) means
+      - Subsets are V(limits), V(timeouts), V(settings), V(counters), V(environment), V(events) and V(owners). V(all) means
         all of them, V(min) means V(limits). A name prefixed with V(!) is excluded; a list of only exclusions
         starts from V(all).
       - V(limits) is always gathered unless V(!min) is given.
@@ -252,6 +252,18 @@ ansible_facts:
                 when the file does not exist. C(flush_ruleset=true) means loading it deletes every other tool's table.
               type: dict
               version_added: 0.2.0
+        owners:
+          description:
+            - Per conntrack knob that a sysctl file sets or kube-proxy writes (short name), who owns it and whether the
+              live value drifted from the persisted one.
+            - C(live) value, C(persisted) (what the last sysctl file read at boot sets, C(persisted_by) that file),
+              C(ours) (the collection's own sysctl file sets it), C(drift) (live differs from persisted) and
+              C(writers), the other writers seen (C(kind) V(sysctl_file) with C(path) and C(value), V(kube-proxy)
+              with C(pid) and C(detail), V(runtime) with C(pid) and C(name)).
+            - Processes are read from C(/proc), so a kube-proxy of the host is seen from every network namespace.
+          returned: when the owners subset is gathered
+          type: dict
+          version_added: 0.2.0
         events:
           description: Conntrack kernel messages within O(events_window) seconds.
           returned: when the events subset is gathered

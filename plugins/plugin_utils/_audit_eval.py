@@ -20,6 +20,7 @@ Audit finding ids (stable; the rule-set findings keep the NGCT ids of iptables_a
   bill for rules nobody read)
 
 Findings of nftables_audit keep their NGNF ids (source ``nftables``).
+- NGCA009 a knob's live value differs from the value persisted for it (drift), with the likely owner and the fix
 - NGCA008 (info) a first audit: watched counters' totals since boot (or since the namespace was created)
 
 Counter rises (NGCA002) are graded on their rate per second since the previous audit (``counter_rate``), capped at
@@ -60,6 +61,7 @@ TITLES = {
     "NGCA006": "table full messages in the kernel log",
     "NGCA007": "native nftables rules not audited",
     "NGCA008": "counter totals since boot (first audit)",
+    "NGCA009": "live value drifted from the persisted one",
 }
 
 COUNTER_MEANING = {
@@ -190,6 +192,39 @@ CAUSE_TEXT = {
     "clash_and_table_full": "partly insert clashes (insert_failed), the rest a full table",
     "table_full": "the table was full (no insert_failed with it)",
 }
+
+
+def likely_owner(item):
+    """(owner text, fix text) for a drifted knob: kube-proxy first (it rewrites on every start), then a sysctl file
+    read after the persisted one, then a container runtime, else unknown."""
+    writers = item.get("writers") or []
+    proxies = [w for w in writers if w.get("kind") == "kube-proxy"]
+    if proxies:
+        proxy = proxies[0]
+        return ("kube-proxy (pid %s, %s)" % (proxy.get("pid"), proxy.get("detail")),
+                "kube-proxy rewrites this value whenever it differs, on every start: hand it to the node with "
+                "conntrack.maxPerCore: 0 and conntrack.tcpEstablishedTimeout/tcpCloseWaitTimeout: 0s in its "
+                "KubeProxyConfiguration (or the --conntrack-* flags = 0), or size the node with kube-proxy's values.")
+    runtimes = [w for w in writers if w.get("kind") == "runtime"]
+    files = [w for w in writers if w.get("kind") == "sysctl_file"]
+    if runtimes:
+        names = ", ".join(sorted(set(str(w.get("name")) for w in runtimes)))
+        return ("something at run time, possibly %s" % names,
+                "Find the writer (a container runtime, an orchestrator agent or a manual sysctl -w), stop it "
+                "writing, then re-apply with conntrack_tuning.")
+    if files:
+        return ("unknown (sysctl files that set it: %s)" % ", ".join(w.get("path") for w in files),
+                "Re-apply with conntrack_tuning; if it drifts again, find the writer (a manual sysctl -w, an agent).")
+    return ("unknown", "Re-apply with conntrack_tuning; if it drifts again, find the writer (a manual sysctl -w, "
+                       "an agent).")
+
+
+def _drift_finding(short, item):
+    owner, fix = likely_owner(item)
+    return _finding(
+        "NGCA009", "warning", "%s is %s live but %s persisted (%s); likely owner: %s" % (
+            item.get("key") or short, _fmt(item.get("live")), _fmt(item.get("persisted")),
+            item.get("persisted_by"), owner), fix, "facts", knob=short, owner=owner)
 
 
 def normalise_options(options):
@@ -465,6 +500,11 @@ def evaluate(collected, options=None, previous=None, now=None):
                 "grades their rate" % ", ".join("%s %s" % (name, _fmt(value)) for name, value in totals),
                 "Nothing to do now; run the audit again to see whether they still rise.", "counters"))
 
+    owners = facts.get("owners") if isinstance(facts.get("owners"), dict) else None
+    for short, item in sorted((owners or {}).items()):
+        if isinstance(item, dict) and item.get("drift"):
+            findings.append(_drift_finding(short, item))
+
     sizing_result = None
     if opts["sizing"] is not None:
         sizing_result = _sizing_check(opts["sizing"], usage, environment)
@@ -610,6 +650,7 @@ def evaluate(collected, options=None, previous=None, now=None):
         "deltas": deltas,
         "rising": rises,
         "drop_cause": cause,
+        "owners": owners,
         "sizing": sizing_result,
         "chains": chains,
         "states": states,

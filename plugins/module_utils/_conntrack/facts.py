@@ -17,8 +17,9 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack imp
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs as _ct_procfs
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment as _ct_environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import events as _ct_events
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import owners as _ct_owners
 
-SUBSETS = ("limits", "timeouts", "settings", "counters", "environment", "events")
+SUBSETS = ("limits", "timeouts", "settings", "counters", "environment", "events", "owners")
 # gathered whatever is asked (like setup's min): cheap and needed to read the rest
 MIN_SUBSETS = ("limits",)
 DEFAULT_GATHER_SUBSET = ["all", "!events"]
@@ -186,6 +187,8 @@ def gather(subsets, events_window=3600, events_max_records=50000, events_max_byt
                 warnings.append(warning)
         else:
             facts["counters"], facts["counters_per_cpu"], facts["counters_source"] = None, None, None
+    if "owners" in subsets:
+        facts["owners"] = _ct_owners.gather()
     if "events" in subsets:
         facts["events"] = gather_events(events_window, events_max_records, events_max_bytes,
                                         environment["netns_inode"], environment["init_netns"])

@@ -10,15 +10,15 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack imp
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "fixtures", "facts")
-ALL = ["counters", "environment", "events", "limits", "settings", "timeouts"]
+ALL = ["counters", "environment", "events", "limits", "owners", "settings", "timeouts"]
 
 
 @pytest.mark.parametrize("requested, expected", [
-    (None, ["counters", "environment", "limits", "settings", "timeouts"]),
-    (["all", "!events"], ["counters", "environment", "limits", "settings", "timeouts"]),
+    (None, ["counters", "environment", "limits", "owners", "settings", "timeouts"]),
+    (["all", "!events"], ["counters", "environment", "limits", "owners", "settings", "timeouts"]),
     (["all"], ALL),
     ("all", ALL),
-    (["!events"], ["counters", "environment", "limits", "settings", "timeouts"]),
+    (["!events"], ["counters", "environment", "limits", "owners", "settings", "timeouts"]),
     (["min"], ["limits"]),
     (["!all"], ["limits"]),
     (["!all", "!min"], []),
