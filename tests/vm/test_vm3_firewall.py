@@ -49,7 +49,7 @@ def test_baseline_back_once_after_reboot_with_foreign_chains_and_netfilter_persi
         lab.ssh(host, "echo 'iptables-persistent iptables-persistent/autosave_v4 boolean false' | debconf-set-selections; "
                       "echo 'iptables-persistent iptables-persistent/autosave_v6 boolean false' | debconf-set-selections; "
                       "DEBIAN_FRONTEND=noninteractive dpkg -i /opt/nodeguard/debs/*.deb >/dev/null", timeout=300)
-        lab.ssh(host, "iptables %s && netfilter-persistent save >/dev/null 2>&1" % FOREIGN_RULE[3:])
+        lab.ssh(host, "iptables %s && netfilter-persistent save >/dev/null 2>&1" % FOREIGN_RULE)
         lab.ssh(host, "systemctl start fake-docker.service")
     lab.playbook(FIREWALL, label="conntrack_firewall (persist, loader unit)")
     before = {h: owned(lab, h) for h in lab.names}
