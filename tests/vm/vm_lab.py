@@ -188,12 +188,13 @@ class PlaybookRun:
             self.doc = {"plays": [], "stats": {}}
 
     def task(self, name: str) -> Dict[str, Dict]:
-        """{host: result} of the last task with this name, role prefix (``ns.coll.role : ``) left out."""
+        """{host: result} of the task with this name (role prefix ``ns.coll.role : `` left out), merged over the
+        plays a ``serial`` playbook runs it in; a later run of the task for a host wins."""
         found = None
         for play in self.doc.get("plays", []):
             for task in play.get("tasks", []):
                 if task["task"]["name"] == name or task["task"]["name"].endswith(" : " + name):
-                    found = task["hosts"]
+                    found = dict(found or {}, **task["hosts"])
         if found is None:
             raise AssertionError("no task %r in the run\n%s" % (name, self.summary()))
         return found
