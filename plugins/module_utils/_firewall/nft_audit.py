@@ -6,7 +6,8 @@
 Pure: a parsed rule set (``nft_ruleset.parse``) and a context in, findings out. Finding ids are stable and
 documented with their fixes in docs/firewall.md:
 
-- NGNF001 NEW accepted in a base chain that drops by default, with no ct state established,related accept before.
+- NGNF001 NEW accepted in a base chain that drops by default, with no ct state established,related accept before
+  (or a general one later that the packets come back to: after a jump, not after a goto).
 - NGNF002 ct state established,related accept placed after rules that drop, reject or log established packets.
 - NGNF003 unscoped ct state invalid drop on the forward hook (asymmetric routing breaks).
 - NGNF004 DNAT while a forward base chain drops and nothing there accepts the DNATed flows.
@@ -175,6 +176,21 @@ def _site_covers(er_entry, entry):
     return entry["site"][depth][0] == er_entry["chain"]
 
 
+def _returns_to(er_entry, entry):
+    """Whether a packet that leaves ``entry``'s chain without a verdict comes back to ``er_entry``, a rule later in
+    an enclosing chain: only when the call out of ``er_entry``'s chain was a jump (a goto does not come back; the
+    chain that made it is done, and the packet returns above it, to the policy for a base chain)."""
+    site = er_entry["site"]
+    depth = len(site)
+    if entry["site"][:depth] != site:
+        return False
+    if len(entry["site"]) == depth:
+        return entry["chain"] == er_entry["chain"] and entry["position"] < er_entry["position"]
+    call_chain, call_position = entry["site"][depth]
+    return call_chain == er_entry["chain"] and call_position < er_entry["position"] and \
+        entry["path"][depth].get("kind") != "goto"
+
+
 class _Chain(object):
     """One base chain read for one address family."""
 
@@ -214,15 +230,15 @@ def _order_findings(view):
     findings = []
     er_entries = []
     offenders = []
-    reported_new = False
-    general_seen = False
+    new_accepts = []
     for entry in view.entries:
         info = entry["info"]
         if info["verdict"] in ("jump", "goto", "vmap"):
             continue
         if _er_accept(entry):
             if _general(entry):
-                general_seen = True
+                # a NEW accept before an established,related accept that every packet reaches is covered by it
+                new_accepts = [e for e in new_accepts if not _returns_to(entry, e)]
                 if offenders:
                     first, reason = offenders[0]
                     findings.append(_finding(
@@ -234,22 +250,23 @@ def _order_findings(view):
             er_entries.append(entry)
             continue
         covered = any(_site_covers(er, entry) or _subsumes(_conds(er), _conds(entry)) for er in er_entries)
-        if view.drops and not reported_new and not covered and _accepts_new(entry):
-            reported_new = True
-            dns = any(c in ("udp dport == 53", "tcp dport == 53") for c in _conds(entry))
-            findings.append(_finding(
-                "NGNF001", "high", chain, entry,
-                "the %s base chain drops by default and accepts NEW flows with no established,related accept "
-                "before them: replies to this host's own connections are dropped%s" % (
-                    chain["hook"], "; 'dport 53' opens DNS for queries to this host, while the answers to its own "
-                    "queries come from port 53 and are dropped" if dns else ""), view.nfproto))
+        if view.drops and not covered and _accepts_new(entry):
+            new_accepts.append(entry)
         if covered:
             continue
         if _drops(entry) and _hits_established(entry):
             offenders.append((entry, "dropping"))
         elif _hits_established(entry) and info["expensive"]:
             offenders.append((entry, "logging" if info["log"] else "expensive"))
-    del general_seen
+    if new_accepts:
+        entry = new_accepts[0]
+        dns = any(c in ("udp dport == 53", "tcp dport == 53") for c in _conds(entry))
+        findings.insert(0, _finding(
+            "NGNF001", "high", chain, entry,
+            "the %s base chain drops by default and accepts NEW flows with no established,related accept "
+            "that their packets reach: replies to this host's own connections are dropped%s" % (
+                chain["hook"], "; 'dport 53' opens DNS for queries to this host, while the answers to its own "
+                "queries come from port 53 and are dropped" if dns else ""), view.nfproto))
     return findings
 
 

@@ -350,6 +350,7 @@ def _walk(ruleset, family, table, name, path, site, depth, out, seen):
             calls = vmap_targets(ruleset, family, table, info)
         for _kind, target, condition in calls:
             call = dict(info)
+            call["kind"] = _kind
             call["conds"] = list(info["conds"]) + ([condition] if condition else [])
             if condition:
                 call["scoped"] = call["scoped"] or info["vmap_key"] in SCOPE_KEYS or any(

@@ -332,3 +332,27 @@ def test_parse_rule_forms():
     state = parse_rule("-m state --state RELATED,ESTABLISHED -j ACCEPT")
     assert state["states"] == ({"RELATED", "ESTABLISHED"}, False) and state["uses_state_module"]
     assert parse_rule("-g cali-wl-to-host")["goto"]
+
+
+def test_coverage_follows_goto_ends_and_builtin_returns_to_the_policy():
+    """The later packets of a flow accepted through a scoped goto or past a scoped RETURN in INPUT never meet the
+    ESTABLISHED accept after them: a goto'd chain's end and a RETURN in a built-in chain both mean the policy."""
+    goto = """*filter
+:INPUT DROP [0:0]
+:CHK - [0:0]
+-A INPUT -i eth0 %s CHK
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A CHK -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+"""
+    assert _ids(_run(goto % "-g")) == [("NGCT001", "high")]
+    assert _ids(_run(goto % "-j")) == []
+    ret = """*filter
+:INPUT DROP [0:0]
+-A INPUT -i eth0 -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
+-A INPUT -i eth0 -j RETURN
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+"""
+    assert _ids(_run(ret)) == [("NGCT001", "high")]
+    assert _ids(_run(ret.replace("-A INPUT -i eth0 -j RETURN\n", ""))) == []

@@ -247,3 +247,36 @@ def test_cond_subsumption():
     assert audit._cond_covers("ip saddr == 10.0.0.0/8", "ip saddr == 10.1.0.0/16")
     assert not audit._cond_covers("ip saddr == 10.1.0.0/16", "ip saddr == 10.0.0.0/8")
     assert not audit._cond_covers("iifname != eth0", "iifname != eth0 ")
+
+
+@pytest.mark.parametrize("kind,found", [("jump", []), ("goto", [("NGNF001", "high")])])
+def test_ngnf001_follows_jump_returns_and_goto_ends(kind, found):
+    """A NEW accept before the established,related accept is covered by it when the packet comes back there: after
+    a jump it does (established packets from eth0 leave chk unmatched and meet the accept); after a goto it does
+    not (chk's end returns past the input chain to its drop policy)."""
+    rs = ruleset(("inet", "f", [
+        ("input", base("input", policy="drop"), [[_m(META("iifname"), "eth0"), {kind: {"target": "chk"}}], ER]),
+        ("chk", None, [[_m(CT_STATE, "new", "in"), _m(PAYLOAD("tcp", "dport"), 22), {"accept": None}]])]))
+    assert ids(audit.audit(rs)) == found
+
+
+def test_ngnf001_not_for_a_new_accept_placed_before_a_reached_established_accept():
+    """``tcp dport 22 accept; ct state established,related accept; policy drop``: replies to this host's own
+    connections reach the second rule, nothing is dropped."""
+    rs = ruleset(("inet", "f", [("input", base("input", policy="drop"), [
+        [_m(PAYLOAD("tcp", "dport"), 22), {"accept": None}], ER])]))
+    assert ids(audit.audit(rs)) == []
+    no_er = ruleset(("inet", "f", [("input", base("input", policy="drop"), [
+        [_m(PAYLOAD("tcp", "dport"), 22), {"accept": None}]])]))
+    assert ids(audit.audit(no_er)) == [("NGNF001", "high")]
+
+
+def test_negated_ct_state_is_the_complement():
+    """``ct state != established,related ip saddr 203.0.113.0/24 drop`` before the established accept bans new
+    flows from a network and leaves established packets alone: not NGNF002."""
+    rule = [_m(CT_STATE, ["established", "related"], "!="),
+            _m(PAYLOAD("ip", "saddr"), {"prefix": {"addr": "203.0.113.0", "len": 24}}), {"drop": None}]
+    assert nft.analyse_rule({"expr": rule})["states"] == set(["new", "invalid", "untracked"])
+    rs = ruleset(("inet", "f", [("input", base("input", policy="drop"), [
+        rule, ER, [_m(PAYLOAD("tcp", "dport"), 22), {"accept": None}]])]))
+    assert ids(audit.audit(rs)) == []
