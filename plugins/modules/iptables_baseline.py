@@ -161,6 +161,40 @@ options:
           comment:
             description: Rule comment (letters, digits, spaces and C(_.,:;/=+()[]#@%-)).
             type: str
+      untracked_services:
+        description:
+          - Flows that another tool exempts from connection tracking (its own C(-j CT --notrack) or C(NOTRACK) rules
+            in the raw table, such as kube-proxy's or a CNI's VXLAN port) to accept in state C(UNTRACKED). The
+            baseline writes no raw-table rule for them.
+          - Same fields as O(input.services).
+        type: list
+        elements: dict
+        version_added: 0.2.0
+        suboptions:
+          name:
+            description: Name of the flow; used as the rule comment when O(input.untracked_services[].comment) is not set.
+            type: str
+          proto:
+            description: Protocol.
+            type: str
+            choices: [tcp, udp, sctp]
+            default: tcp
+          ports:
+            description: Destination ports or ranges.
+            type: list
+            elements: raw
+            required: true
+          sources:
+            description: Source CIDRs. Empty means any.
+            type: list
+            elements: str
+          interfaces:
+            description: Incoming interfaces. Empty means any.
+            type: list
+            elements: str
+          comment:
+            description: Rule comment.
+            type: str
       final_action:
         description:
           - What happens to packets that reach the end of the owned INPUT chain. V(return) lets the rest of INPUT
@@ -568,6 +602,7 @@ def argument_spec():
             icmp_echo=dict(type="bool", default=True),
             invalid_drop=dict(type="dict", options=_invalid_spec(False)),
             services=dict(type="list", elements="dict", options=_service_spec(False)),
+            untracked_services=dict(type="list", elements="dict", options=_service_spec(False)),
             final_action=dict(type="str", choices=["return", "drop", "reject"], default="return"),
         )),
         forward=dict(type="dict", options=dict(

@@ -277,7 +277,8 @@ def _final(value, field):
 
 
 def _section(data, field, forward):
-    allowed = ["enabled", "loopback", "icmp", "icmp_echo", "invalid_drop", "services", "final_action"]
+    allowed = ["enabled", "loopback", "icmp", "icmp_echo", "invalid_drop", "services", "final_action",
+               "untracked_services"]
     if forward:
         allowed = ["enabled", "invalid_drop", "services", "final_action", "accept_dnat"]
     data = _check_keys(data, allowed, field)
@@ -291,6 +292,9 @@ def _section(data, field, forward):
     if forward:
         section["accept_dnat"] = _bool(data.get("accept_dnat"), field + ".accept_dnat", False)
     else:
+        untracked = _as_list(data.get("untracked_services"), field + ".untracked_services")
+        section["untracked_services"] = [_service(item, "%s.untracked_services[%d]" % (field, index), False)
+                                         for index, item in enumerate(untracked)]
         section["loopback"] = _bool(data.get("loopback"), field + ".loopback", True)
         section["icmp"] = _bool(data.get("icmp"), field + ".icmp", True)
         section["icmp_echo"] = _bool(data.get("icmp_echo"), field + ".icmp_echo", True)

@@ -272,6 +272,9 @@ def desired_state(model, family):
             rules.append("-p icmp -m icmp --icmp-type 8 -j ACCEPT" if family == "ipv4"
                          else "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT")
         rules += notrack["input"]
+        for service in section["untracked_services"]:
+            # flows another tool exempts from conntrack (its own raw-table NOTRACK rules)
+            rules += _service_rules(service, family, state_match="-m conntrack --ctstate UNTRACKED")
         for service in section["services"]:
             rules += _service_rules(service, family)
         rules += _final_rule(section["final_action"], family)
