@@ -29,8 +29,8 @@ def test_another_tools_untracked_flow_can_be_allowed(lab, backend):
                 for port in (4789, 4790)]
 
     assert answers() == [False, False, False, False]
-    allowed = dict(base, input=dict(base["input"], untracked_services=[{"name": "vxlan", "proto": "udp",
-                                                                         "ports": [4789]}]))
+    vxlan = [{"name": "vxlan", "proto": "udp", "ports": [4789]}]
+    allowed = dict(base, input=dict(base["input"], untracked_services=vxlan))
     result = module(server, "iptables_baseline", allowed)
     assert result["_rc"] == 0 and result["changed"], result
     assert answers() == [True, False, True, False]
