@@ -160,3 +160,38 @@ def test_no_established_accept_traffic(lab):
     cli.run(["nft", "insert", "rule", "inet", "filter", "input", "ct", "state", "established,related", "accept"])
     assert connects(cli, "10.78.0.1", 8000)
     assert "NGNF001" not in [f["id"] for f in _audit(cli)["findings"]]
+
+
+LATE_ER = """
+table inet ngt_late {
+    chain input {
+        type filter hook input priority 0; policy drop;
+        iifname "lo" accept
+        iifname "%(ifname)s" %(kind)s svc
+        ct state established,related accept
+    }
+    chain svc {
+        ct state new tcp dport 2222 accept
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("kind", ["jump", "goto"])
+def test_established_accept_after_a_jump_or_goto_traffic(lab, kind):
+    """A NEW accept in a chain called before the established,related accept: after a jump the replies to this
+    host's own connection come back to that accept and pass (no NGNF001); after a goto the called chain's end is the
+    drop policy, the reply is dropped and the audit says so."""
+    cli = lab.add("nfj", conntrack_rule=False)
+    peer = lab.add("nfq", conntrack_rule=False)
+    lab.link(cli, "10.79.0.2/24", peer, "10.79.0.1/24")
+    ifname = cli.run(["ip", "-o", "-4", "addr", "show", "to", "10.79.0.2"]).stdout.split()[1]
+    listen(peer, "10.79.0.1", 8000)
+    cli.run(["nft", "-f", "-"], input_text=LATE_ER % {"ifname": ifname, "kind": kind})
+    ids = [f["id"] for f in _audit(cli)["findings"]]
+    if kind == "jump":
+        assert connects(cli, "10.79.0.1", 8000), "the reply should come back to the established accept"
+        assert "NGNF001" not in ids
+    else:
+        assert not connects(cli, "10.79.0.1", 8000), "a reply passed after a goto'd chain ended"
+        assert "NGNF001" in ids
