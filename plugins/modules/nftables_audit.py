@@ -14,8 +14,8 @@ description:
     drops by default; V(NGNF002) established,related accept after dropping or logging rules; V(NGNF003) unscoped ct
     state invalid drop on the forward hook (high when multi-homed or C(nf_conntrack_tcp_be_liberal=1), medium when
     the forward rules name several interfaces, low otherwise); V(NGNF004) DNAT while a forward chain drops the
-    DNATed flows; V(NGNF005) an accept in one table overridden by another table's base chain on the same hook that
-    drops; V(NGNF006) notrack with no ct state untracked or stateless accept; V(NGNF007) ICMPv6 accepted by
+    DNATed flows; V(NGNF005) an accept in one base chain overridden by another base chain (of any table) on the same
+    hook that drops; V(NGNF006) notrack with no ct state untracked or stateless accept; V(NGNF007) ICMPv6 accepted by
     C(ip6 nexthdr); V(NGNF008) C(/etc/nftables.conf) flushes the whole rule set while other tools' tables exist."
   - Every base chain is read along the packet path per address family, following jumps, gotos and verdict maps;
     base chains of different tables on the same hook are compared in priority order. A final unconditional drop

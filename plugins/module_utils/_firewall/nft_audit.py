@@ -11,8 +11,8 @@ documented with their fixes in docs/firewall.md:
 - NGNF002 ct state established,related accept placed after rules that drop, reject or log established packets.
 - NGNF003 unscoped ct state invalid drop on the forward hook (asymmetric routing breaks).
 - NGNF004 DNAT while a forward base chain drops and nothing there accepts the DNATed flows.
-- NGNF005 an accept in one table's base chain is overridden by another table's base chain on the same hook
-  that drops the packet (every base chain on a hook gets a say; accept ends only its own chain).
+- NGNF005 an accept in one base chain is overridden by another base chain on the same hook (of another table or
+  the same one) that drops the packet (every base chain on a hook gets a say; accept ends only its own chain).
 - NGNF006 notrack with no ct state untracked (or stateless) accept where a base chain drops by default.
 - NGNF007 ``ip6 nexthdr ipv6-icmp`` accept (misses ICMPv6 behind extension headers, such as MLD).
 - NGNF008 /etc/nftables.conf starts with ``flush ruleset`` while other tools' tables are loaded.
@@ -38,7 +38,7 @@ TITLES = {
     "NGNF002": "ct state established,related accept placed after dropping, rejecting or logging rules",
     "NGNF003": "unscoped ct state invalid drop on the forward hook",
     "NGNF004": "DNAT present while a forward base chain drops the DNATed flows",
-    "NGNF005": "accept overridden by another table's base chain on the same hook",
+    "NGNF005": "accept overridden by another base chain (of this or another table) on the same hook",
     "NGNF006": "notrack without ct state untracked handling",
     "NGNF007": "ICMPv6 accepted by ip6 nexthdr (misses extension headers)",
     "NGNF008": "/etc/nftables.conf flushes the whole rule set",
@@ -404,7 +404,8 @@ def _hook_findings(views, nfproto, dnat_addresses, xtables=()):
                 continue
             for accept_view in group:
                 accept_table = (accept_view.chain["family"], accept_view.chain["table"])
-                if accept_table == (drop_view.chain["family"], drop_view.chain["table"]) or accept_table in xtables:
+                # two base chains of one table on a hook are as independent as two tables' chains
+                if accept_view.key == drop_view.key or accept_table in xtables:
                     continue
                 uncovered = [e for e in accept_view.entries
                              if _accepts_new(e) and not _covered_by(drop_view, e, dnat_addresses)]

@@ -280,3 +280,13 @@ def test_negated_ct_state_is_the_complement():
     rs = ruleset(("inet", "f", [("input", base("input", policy="drop"), [
         rule, ER, [_m(PAYLOAD("tcp", "dport"), 22), {"accept": None}]])]))
     assert ids(audit.audit(rs)) == []
+
+
+def test_ngnf005_two_base_chains_of_one_table_on_one_hook():
+    """Two base chains of the same table on the input hook each get a say, as two tables' chains do: chain b's
+    drop policy drops what chain a accepts."""
+    rs = ruleset(("inet", "f", [
+        ("a", base("input", 0), [[_m(PAYLOAD("tcp", "dport"), 8080), {"accept": None}]]),
+        ("b", base("input", 10, "drop"), [ER])]))
+    findings = audit.audit(rs)
+    assert [(f["id"], f["chain"], f["dropping_chain"]) for f in findings] == [("NGNF005", "a", "b")]
