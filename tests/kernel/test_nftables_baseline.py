@@ -131,6 +131,12 @@ def test_check_mode_diff_and_idempotence(lab):
     ns.run(["nft", "add", "rule", "inet", TABLE, "input", "tcp", "dport", "9999", "accept"])
     assert _baseline(ns, **MODEL)["changed"] is True
     assert "9999" not in stateless_ruleset(ns)
+    # so is a base chain's policy changed by hand (the rule counts and the digest comment stay the same)
+    assert _baseline(ns, **MODEL)["changed"] is False
+    ns.run(["nft", "chain", "inet", TABLE, "input", "{ policy drop; }"])
+    assert _baseline(ns, check_mode=True, **MODEL)["changed"] is True
+    assert _baseline(ns, **MODEL)["changed"] is True
+    assert "policy accept" in ns.run(["nft", "list", "chain", "inet", TABLE, "input"]).stdout
     # one family: the table becomes ip, the inet one goes in the same transaction
     ipv4 = _baseline(ns, families=["ipv4"], **MODEL)
     assert ipv4["changed"] and ipv4["table"] == "ip %s" % TABLE

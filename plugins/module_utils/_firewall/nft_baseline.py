@@ -60,6 +60,13 @@ def owned_present(ruleset):
                   if t["name"] == nft_render.TABLE and t["family"] in nft_render.OWNED_FAMILIES)
 
 
+def live_chain_heads(ruleset, family):
+    return dict((name, (chain.get("type"), chain["hook"], chain.get("prio"), chain.get("policy", "accept"))
+                 if chain.get("hook") else None)
+                for (fam, table, name), chain in ruleset["chains"].items()
+                if fam == family and table == nft_render.TABLE)
+
+
 def live_rule_counts(ruleset, family):
     return dict((name, len(chain["rules"])) for (fam, table, name), chain in ruleset["chains"].items()
                 if fam == family and table == nft_render.TABLE)
@@ -162,7 +169,8 @@ def run(host, params, check_mode):
     family = nft_render.table_family(model)
     want = nft_render.table_text(model, params["priority"])
     up_to_date = (present == [family] and nft_render.live_digest(listings[0]) == result["digest"]
-                  and live_rule_counts(ruleset, family) == nft_render.rule_counts(model, params["priority"]))
+                  and live_rule_counts(ruleset, family) == nft_render.rule_counts(model, params["priority"])
+                  and live_chain_heads(ruleset, family) == nft_render.chain_heads(model, params["priority"]))
     result["diff"] = {"before": before, "after": want}
     if not up_to_date:
         result["changed"] = True

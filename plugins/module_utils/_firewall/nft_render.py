@@ -321,6 +321,20 @@ def live_digest(listing):
     return None
 
 
+def chain_heads(model, priority=0):
+    """{chain: (type, hook, priority, policy) or None for a regular chain} of the rendered table (to notice a base
+    chain whose policy, hook or priority was changed by hand)."""
+    out = {}
+    for name, head, _rules in chains(model, priority):
+        words = (head or "").replace(";", " ").split()
+        if len(words) >= 8 and words[0] == "type" and words[2] == "hook" and words[4] == "priority" \
+                and words[6] == "policy":
+            out[name] = (words[1], words[3], int(words[5]), words[7])
+        else:
+            out[name] = None
+    return out
+
+
 def rule_counts(model, priority=0):
     """{chain: number of rules} the rendered table has (to notice rules added to or removed from it by hand)."""
     return dict((name, len(rules)) for name, _head, rules in chains(model, priority))
