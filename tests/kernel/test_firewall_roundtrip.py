@@ -30,7 +30,7 @@ invalid = st.fixed_dictionaries({}, optional={
     "exempt_sources": st.lists(st.sampled_from(SOURCES), max_size=2, unique=True),
     "exempt_interfaces": st.lists(st.sampled_from(INTERFACES), max_size=2, unique=True),
     "log": st.booleans(),
-    "log_rate": st.sampled_from(["5/min", "1/second", "10/hour", "3/d"]),
+    "log_rate": st.sampled_from(["5/min", "1/second", "10/hour", "8/d", "60/min", "24/day", "10000/sec"]),
     "log_prefix": st.text(alphabet="abc XYZ09_.:=-", min_size=1, max_size=29),
 })
 model = st.fixed_dictionaries({
