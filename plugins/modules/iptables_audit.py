@@ -162,7 +162,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import NodeguardError, fail_json
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit as fw_audit
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none
 
 SEVERITY_RANK = {"never": 99, "low": 1, "medium": 2, "high": 3}
 RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
@@ -183,9 +182,6 @@ def main():
     try:
         host = fw_apply.Host(module)
         context = host.audit_context(params["multi_homed"], params["tcp_be_liberal"])
-        # DNAT to one of these is local delivery (INPUT), not forwarding (NGCT004)
-        context["local_addresses"] = fw_audit.local_addresses(read_or_none("/proc/net/fib_trie"),
-                                                              read_or_none("/proc/net/if_inet6"))
         rulesets, sources, skipped = host.read_rulesets(params["families"], params["backends"])
     except NodeguardError as exc:
         fail_json(module, exc)

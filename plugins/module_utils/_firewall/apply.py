@@ -19,7 +19,7 @@ from typing import Dict, Optional, TypedDict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import procfs
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import proc_net
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
@@ -271,7 +271,7 @@ class Host(object):
         """What the audit needs to know about the host; a value given by the caller wins over the host's."""
         context = {}
         if multi_homed is None:
-            interfaces = audit.route_interfaces(*(read_or_none(path) for path in ROUTE_PATHS))
+            interfaces = proc_net.route_interfaces(*(read_or_none(path) for path in ROUTE_PATHS))
             context["multi_homed"] = len(interfaces) > 1
             context["route_interfaces"] = interfaces
         else:
@@ -280,6 +280,9 @@ class Host(object):
             context["tcp_be_liberal"] = procfs.read_knobs(["tcp_be_liberal"]).get("tcp_be_liberal", 0) == 1
         else:
             context["tcp_be_liberal"] = tcp_be_liberal
+        # a DNAT to one of these is local delivery (INPUT), not forwarding (NGCT004)
+        context["local_addresses"] = proc_net.local_addresses(read_or_none("/proc/net/fib_trie"),
+                                                              read_or_none("/proc/net/if_inet6"))
         return context
 
     # -- rollback timer -------------------------------------------------------------------------------------------

@@ -49,24 +49,14 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audi
     SAT,
     _state_against,
 )
-
-SEVERITIES = ("info", "low", "medium", "high")
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import audit_tools as tools_mod
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit_tools import SEVERITIES
 EXPENSIVE_MATCHES = ("recent", "hashlimit", "string", "u32", "bpf", "connlimit", "geoip", "time", "quota", "osf")
 RATE_MATCHES = ("recent", "hashlimit", "connlimit", "limit")
 LOG_TARGETS = ("LOG", "NFLOG", "ULOG")
 DROPS = ("DROP", "REJECT")
 STATES = ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED")
 ICMP = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}
-# chain-name prefixes of tools that manage their own rules; a rule in (or reached through) such a chain, or a
-# built-in chain's rule about an interface those chains manage, belongs to the tool
-TOOL_PREFIXES = (("DOCKER", "Docker"), ("KUBE-", "kube-proxy"), ("cali-", "Calico"), ("ufw-", "ufw"),
-                 ("ufw6-", "ufw"), ("f2b-", "fail2ban"), ("fail2ban-", "fail2ban"), ("sshguard", "sshguard"),
-                 ("CNI-", "CNI plugins"), ("FLANNEL-", "flannel"), ("LIBVIRT_", "libvirt"), ("CILIUM_", "Cilium"),
-                 ("WEAVE", "Weave"), ("FORWARD_", "firewalld"), ("INPUT_", "firewalld"), ("IN_", "firewalld"),
-                 ("FWD_", "firewalld"))
-TOOL_HOOKS = {"Docker": "DOCKER-USER", "kube-proxy": "a chain jumped to before KUBE-FORWARD",
-              "ufw": "/etc/ufw/before.rules", "Calico": "a Calico GlobalNetworkPolicy or FelixConfiguration"}
-
 FIXES = {
     "NGCT001": "Accept RELATED,ESTABLISHED (-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT) before the rules "
                "that accept NEW flows and before the drop (the iptables_baseline module puts it first); per-port "
@@ -121,52 +111,6 @@ def _icmp(ctx):
 
 def _scoping(ctx):
     return [atom for atom in ctx if atom[0] in IFACE_KEYS + ADDR_KEYS]
-
-
-class Tools(object):
-    """Which rules belong to a well-known tool (by chain prefix, or by an interface the tool's chains manage)."""
-
-    def __init__(self, table):
-        self.ifaces = {}
-        for chain in (table or {}).get("chains", []):
-            tool = self.of_chain(chain)
-            if not tool:
-                continue
-            for spec in table["rules"].get(chain, []):
-                for key, value, _neg in parse_rule(spec)["atoms"]:
-                    if key in IFACE_KEYS and not value.endswith("+"):
-                        self.ifaces.setdefault(value, tool)
-
-    @staticmethod
-    def of_chain(chain):
-        for prefix, tool in TOOL_PREFIXES:
-            if chain.startswith(prefix):
-                return tool
-        return None
-
-    def of_event(self, event):
-        for chain in (event["chain"],) + tuple(event["path"]):
-            tool = self.of_chain(chain)
-            if tool:
-                return tool
-        for key, value, _neg in event["rule"]["atoms"]:
-            if key in IFACE_KEYS and value in self.ifaces:
-                return self.ifaces[value]
-        return None
-
-
-def _cap(severity, tool):
-    if tool and SEVERITIES.index(severity) > SEVERITIES.index("low"):
-        return "low"
-    return severity
-
-
-def _tool_note(tool):
-    if not tool:
-        return ""
-    hook = TOOL_HOOKS.get(tool)
-    return "; the rule is %s's (reported at low severity at most: %s manages it%s)" % (
-        tool, tool, ", put the fix in %s" % hook if hook else "")
 
 
 def _finding(fid, severity, family, backend, table, chain, position, spec, detail, affects):
@@ -260,11 +204,11 @@ def _established_findings(item, tools, cache):
                                                     killer["position"]) if killer else walk.where())
             dropped = walk.verdict in DROPS
             tool = tools.of_event({"chain": chain, "path": (), "rule": rule})
-            severity = _cap("high" if dropped else "low", tool)
+            severity = tools_mod.cap("high" if dropped else "low", tool)
             findings.append(_finding(
                 "NGCT006", severity, family, item["backend"], "filter", chain, position, spec,
                 "no ESTABLISHED packet reaches this accept: %s ends their walk first; they end at %s%s" % (
-                    where, walk.where(), _tool_note(tool)),
+                    where, walk.where(), tools_mod.tool_note(tool)),
                 "%s %s ESTABLISHED,RELATED packets (%s): %s" % (
                     family, builtin, describe(rule["atoms"]),
                     "dropped" if dropped else "accepted by an earlier rule, this one is dead")))
@@ -292,9 +236,9 @@ def _established_findings(item, tools, cache):
             if evaluate(ruleset, "filter", builtin, ("ESTABLISHED", None), [], cache).verdict != "ACCEPT":
                 what.append("%s has no general RELATED,ESTABLISHED accept" % builtin)
             findings.append(_event_finding(
-                "NGCT001", _cap("high", tool), item, "filter", event,
+                "NGCT001", tools_mod.cap("high", tool), item, "filter", event,
                 "%s accepts NEW flows (%s) but %s%s" % (builtin, describe(event["ctx"]), "; ".join(what),
-                                                        _tool_note(tool)),
+                                                        tools_mod.tool_note(tool)),
                 "%s %s: %s" % (family, builtin, "; ".join(affects))))
             break
         else:
@@ -347,9 +291,9 @@ def _order_findings(item, tools, cache):
             event = rate[0]
             tool = tools.of_event(event)
             findings.append(_event_finding(
-                "NGCT002", _cap("medium", tool), item, "filter", event,
+                "NGCT002", tools_mod.cap("medium", tool), item, "filter", event,
                 "established packets pass this rate limit before %s; when it trips they are dropped and open "
-                "sessions break%s" % (accept, _tool_note(tool)),
+                "sessions break%s" % (accept, tools_mod.tool_note(tool)),
                 "%s %s ESTABLISHED packets matching %s" % (family, builtin, describe(event["ctx"]))))
         elif expensive:
             event = expensive[0]
@@ -390,9 +334,9 @@ def _invalid_findings(item, tools, context, cache):
             why.append("nf_conntrack_tcp_be_liberal=1 says out-of-window packets are expected")
         tool = tools.of_event(event)
         findings.append(_event_finding(
-            "NGCT003", _cap("high" if severe else "medium", tool), item, "filter", event,
+            "NGCT003", tools_mod.cap("high" if severe else "medium", tool), item, "filter", event,
             "INVALID is dropped for every forwarded packet" + ("; " + " and ".join(why) if why else "") +
-            _tool_note(tool),
+            tools_mod.tool_note(tool),
             "%s FORWARD: every INVALID packet, including out-of-window packets of flows routed asymmetrically" %
             family))
         break
@@ -421,7 +365,7 @@ def _invalid_findings(item, tools, context, cache):
             if not denies:
                 detail += "; %s accepts by default anyway" % builtin
             findings.append(_event_finding(
-                "NGCT007", _cap(severity, tool), item, "filter", event, detail + _tool_note(tool),
+                "NGCT007", tools_mod.cap(severity, tool), item, "filter", event, detail + tools_mod.tool_note(tool),
                 "%s %s INVALID packets matching %s: accepted%s" % (
                     family, builtin, describe(event["ctx"]),
                     " and forwarded untranslated" if builtin == "FORWARD" and snat else "")))
@@ -560,10 +504,10 @@ def _notrack_findings(item, tools, cache):
                     continue
                 tool = tools.of_event(event)
                 findings.append(_event_finding(
-                    "NGCT009", _cap("high", tool), item, "raw", event,
+                    "NGCT009", tools_mod.cap("high", tool), item, "raw", event,
                     "packets this rule exempts from conntrack are UNTRACKED, neither NEW nor ESTABLISHED nor "
                     "RELATED; %s would pass them tracked, but nothing accepts them untracked and they end at %s%s" % (
-                        builtin, walk.where(), _tool_note(tool)),
+                        builtin, walk.where(), tools_mod.tool_note(tool)),
                     "%s %s packets matching %s (UNTRACKED): dropped" % (family, builtin, describe(ctx))))
                 break
     return findings
@@ -599,13 +543,13 @@ def audit(rulesets, context=None):
         if fw_save.has_rules(ruleset):
             by_family.setdefault(family, []).append(item)
         cache = {}
-        tools = Tools(ruleset.get("filter"))
+        tools = tools_mod.Tools(ruleset.get("filter"))
         if ruleset.get("filter"):
             findings.extend(_established_findings(item, tools, cache))
             findings.extend(_order_findings(item, tools, cache))
             findings.extend(_invalid_findings(item, tools, context, cache))
         findings.extend(_dnat_findings(item, context, cache))
-        findings.extend(_notrack_findings(item, Tools(ruleset.get("raw")), cache))
+        findings.extend(_notrack_findings(item, tools_mod.Tools(ruleset.get("raw")), cache))
         findings.extend(_state_module_findings(item))
     for family, items in sorted(by_family.items()):
         backends = sorted(set(item["backend"] for item in items))
@@ -639,41 +583,3 @@ def summary(findings):
     for finding in findings:
         counts[finding["severity"]] += 1
     return counts
-
-
-def route_interfaces(route_text, ipv6_route_text):
-    """Non-loopback interfaces that carry routes, from the texts of /proc/net/route and /proc/net/ipv6_route.
-
-    More than one means the host is multi-homed (NGCT003). IPv6 multicast (ff00::/8) routes are ignored: every
-    interface with IPv6 has one.
-    """
-    names = set()
-    for line in (route_text or "").splitlines()[1:]:
-        parts = line.split()
-        if parts and parts[0] != "lo":
-            names.add(parts[0])
-    for line in (ipv6_route_text or "").splitlines():
-        parts = line.split()
-        if len(parts) == 10 and parts[9] != "lo" and not parts[0].startswith("ff"):
-            names.add(parts[9])
-    return sorted(names)
-
-
-def local_addresses(fib_trie_text, if_inet6_text):
-    """This host's own addresses, from /proc/net/fib_trie (``/32 host LOCAL`` leaves) and /proc/net/if_inet6."""
-    found = set()
-    last = None
-    for line in (fib_trie_text or "").splitlines():
-        text = line.strip()
-        if text.startswith("|--") or text.startswith("+--"):
-            last = text[3:].strip().split()[0]
-        elif text.startswith("/32 host LOCAL") and last:
-            found.add(last)
-    for line in (if_inet6_text or "").splitlines():
-        parts = line.split()
-        if parts and len(parts[0]) == 32:
-            try:
-                found.add(str(ipaddress.IPv6Address(int(parts[0], 16))))
-            except ValueError:
-                continue
-    return sorted(found)

@@ -280,7 +280,7 @@ def test_invalid_in_input():
 
 
 def test_local_addresses_from_proc():
-    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import local_addresses
+    from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.proc_net import local_addresses
     fib = """Main:
   +-- 0.0.0.0/0 3 0 5
      |-- 0.0.0.0
