@@ -84,7 +84,7 @@ CASES = {
                                                        ("NGCT007", "medium", "ipv4", "INPUT", 5)],
     ("mistake-established-after-drop.v4.rules",): [
         ("NGCT006", "high", "ipv4", "FORWARD", 2), ("NGCT006", "high", "ipv4", "INPUT", 2),
-        ("NGCT006", "low", "ipv4", "OUTPUT", 2), ("NGCT008", "info", "ipv4", "INPUT", 2)],
+        ("NGCT006", "info", "ipv4", "OUTPUT", 2), ("NGCT008", "info", "ipv4", "INPUT", 2)],
     ("mistake-state-module-rhel-default.v4.rules",): [("NGCT007", "low", "ipv4", "INPUT", 5),
                                                       ("NGCT008", "info", "ipv4", "INPUT", 1)],
 }

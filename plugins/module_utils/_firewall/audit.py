@@ -204,7 +204,8 @@ def _established_findings(item, tools, cache):
                                                     killer["position"]) if killer else walk.where())
             dropped = walk.verdict in DROPS
             tool = tools.of_event({"chain": chain, "path": (), "rule": rule})
-            severity = tools_mod.cap("high" if dropped else "low", tool)
+            # dead but harmless when an earlier rule accepts established packets anyway (a redundant rule)
+            severity = tools_mod.cap("high", tool) if dropped else "info"
             findings.append(_finding(
                 "NGCT006", severity, family, item["backend"], "filter", chain, position, spec,
                 "no ESTABLISHED packet reaches this accept: %s ends their walk first; they end at %s%s" % (

@@ -19,7 +19,7 @@ def read_int(host, path):
 
 def test_available_and_default_subsets(facts):
     assert facts["available"] is True
-    assert facts["gather_subset"] == ["counters", "environment", "limits", "settings", "timeouts"]
+    assert facts["gather_subset"] == ["counters", "environment", "limits", "owners", "settings", "timeouts"]
     assert "events" not in facts
 
 

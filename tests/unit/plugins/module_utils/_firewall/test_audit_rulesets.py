@@ -75,7 +75,7 @@ EXPECTED = {
         ("NGCT007", "high", "FORWARD", 2), ("NGCT007", "medium", "INPUT", 5)]),
     # everything after the unconditional DROPs is dead: ER accepts unreachable, established packets dropped
     "mistake-established-after-drop.v4.rules": (False, {}, [
-        ("NGCT006", "high", "FORWARD", 2), ("NGCT006", "high", "INPUT", 2), ("NGCT006", "low", "OUTPUT", 2),
+        ("NGCT006", "high", "FORWARD", 2), ("NGCT006", "high", "INPUT", 2), ("NGCT006", "info", "OUTPUT", 2),
         ("NGCT008", "info", "INPUT", 2)]),
     # no generic ER accept: RELATED (ICMP errors) never accepted
     "mistake-new-without-established.v4.rules": (False, {}, [("NGCT001", "high", "INPUT", 1),
