@@ -501,7 +501,13 @@ def evaluate(collected, options=None, previous=None, now=None):
                 "Nothing to do now; run the audit again to see whether they still rise.", "counters"))
 
     owners = facts.get("owners") if isinstance(facts.get("owners"), dict) else None
+    env = facts.get("environment") if isinstance(facts.get("environment"), dict) else {}
+    writable_here = env.get("writable_knobs")
     for short, item in sorted((owners or {}).items()):
+        # a host-scope knob read-only in this network namespace (a container) cannot be applied here: its persisted
+        # value is for the host, nobody overrode it, and NGCA003 already says where to raise it
+        if env.get("init_netns") is False and isinstance(writable_here, list) and short not in writable_here:
+            continue
         if isinstance(item, dict) and item.get("drift"):
             findings.append(_drift_finding(short, item))
 

@@ -40,3 +40,16 @@ def test_audit_reports_drift_with_owner_and_fix():
     assert len(drift) == 1 and drift[0]["knob"] == "max"
     assert "262,144 live but 524,288 persisted" in drift[0]["detail"] and "kube-proxy (pid 4242" in drift[0]["owner"]
     assert "maxPerCore: 0" in drift[0]["fix"]
+
+
+def test_no_drift_for_a_host_scope_knob_read_only_in_this_netns():
+    # a container: max is host-scope and read-only here, so the persisted value cannot be in force; not drift
+    facts = {"available": True, "limits": {"max": 262144, "count": 10, "buckets": 262144},
+             "counters": None, "environment": {"kernel_release": "6.1.0", "init_netns": False,
+                                               "writable_knobs": ["tcp_timeout_established"]},
+             "owners": owners.build(["max"], {"max": 262144}, FILES, OURS, [], {})}
+    assert [f for f in ev.evaluate({"host": "c-1", "facts": facts}, now=1)["findings"] if f["id"] == "NGCA009"] == []
+    # the same knob where it can be written is drift
+    facts["environment"] = {"kernel_release": "6.1.0", "init_netns": True, "writable_knobs": ["max"]}
+    assert [f["knob"] for f in ev.evaluate({"host": "h-1", "facts": facts}, now=1)["findings"]
+            if f["id"] == "NGCA009"] == ["max"]
