@@ -193,6 +193,23 @@ ansible_facts:
                 V(builtin), V(module) (loaded), V(loadable) (a module on disk, not loaded) or V(absent)
                 (neither in the running kernel nor in its module list). Same answer as M(nodeguard.conntrack.conntrack_tune).
               type: str
+            module_config:
+              description:
+                - How this host is configured to load C(nf_conntrack), read as C(systemd-modules-load) and kmod read it
+                  (C(*.conf) in C(/etc), C(/run), C(/usr/local/lib), C(/usr/lib) and C(/lib), an C(/etc) file hiding a
+                  same-named one) plus the kernel command line.
+                - C(load_at_boot) lists the modules-load.d files (or C(/proc/cmdline)) that load it at boot, C(owned) when
+                  M(nodeguard.conntrack.conntrack_tune) wrote the file. C(options) maps each module parameter
+                  (C(hashsize), ...) to its C(value), the modprobe.d C(path) that sets it and C(owned).
+                - C(blacklisted) lists the files with C(blacklist nf_conntrack); that stops alias loads only, a firewall
+                  rule or an explicit C(modprobe) still loads it. C(install) is the first C(install nf_conntrack) command
+                  and its file. C(blocked) says why the module cannot load (an install command that does not run
+                  modprobe, C(module_blacklist=) on the kernel command line), V(null) otherwise.
+              type: dict
+              sample: {"load_at_boot": [{"path": "/etc/modules-load.d/nodeguard-conntrack.conf", "owned": true}],
+                       "options": {"hashsize": {"value": "65536", "path": "/etc/modprobe.d/nodeguard-conntrack.conf", "owned": true}},
+                       "blacklisted": [], "install": null, "blocked": null,
+                       "cmdline": {"modules_load": false, "blocked": false, "blacklisted": false}}
             init_netns:
               description: Whether this is the initial network namespace; V(null) when it cannot be determined.
               type: bool

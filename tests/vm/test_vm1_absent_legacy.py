@@ -25,7 +25,7 @@ def audit(lab: VmLab, tmp_path, **extra):
         return run, {h["host"]: h for h in json.load(handle)["hosts"]}
 
 
-def check_absent_facts_and_audit(lab: VmLab, tmp_path, why: str):
+def check_absent_facts_and_audit(lab: VmLab, tmp_path, why: str, blocked_by=None):
     problems = []
     facts = lab.module("nodeguard.conntrack.conntrack_facts", {"gather_subset": ["all"]})
     for host, res in facts.items():
@@ -33,10 +33,17 @@ def check_absent_facts_and_audit(lab: VmLab, tmp_path, why: str):
             problems.append("%s (%s): conntrack_facts failed: %s" % (host, why, res.get("msg")))
             continue
         ct = res["ansible_facts"]["conntrack"]
-        # 'loadable': on disk, not loaded (a blacklist is not detected by the facts: they report it the same way)
+        # 'loadable': on disk, not loaded; module_config says whether anything blocks the load
         if ct["available"] is not False or ct["environment"]["conntrack"] not in ("absent", "loadable"):
             problems.append("%s (%s): facts available=%r conntrack=%r" % (
                 host, why, ct["available"], ct["environment"]["conntrack"]))
+        config = ct["environment"]["module_config"]
+        if blocked_by is None and (config["blocked"] or config["blacklisted"] or config["load_at_boot"]):
+            problems.append("%s (%s): facts module_config %r on a fresh install" % (host, why, config))
+        if blocked_by is not None and (blocked_by not in (config["blocked"] or "")
+                                       or config["blacklisted"] != [blocked_by]):
+            problems.append("%s (%s): facts module_config %r, want it blocked and blacklisted by %s"
+                            % (host, why, config, blocked_by))
         if not any("absent" in note for note in ct["notes"]):
             problems.append("%s (%s): no note about conntrack being absent: %r" % (host, why, ct["notes"]))
     _run, report = audit(lab, tmp_path)
@@ -67,7 +74,7 @@ def test_conntrack_blacklisted(fresh_lab: VmLab, tmp_path):
         lab.ssh(host, "printf 'blacklist nf_conntrack\\ninstall nf_conntrack /bin/false\\n' > %s" % BLACKLIST)
         refused = lab.ssh(host, "modprobe nf_conntrack", check=False)
         assert refused.returncode != 0, "%s: the blacklist did not stop modprobe" % host
-    problems = check_absent_facts_and_audit(lab, tmp_path, "blacklisted")
+    problems = check_absent_facts_and_audit(lab, tmp_path, "blacklisted", blocked_by=BLACKLIST)
     run = lab.playbook([{"hosts": "all", "gather_facts": False,
                          "roles": [{"role": "nodeguard.conntrack.conntrack_tuning"}]}],
                        extra_vars={"conntrack_tuning_peak_flows": 40000}, expect_rc=2,
@@ -75,7 +82,7 @@ def test_conntrack_blacklisted(fresh_lab: VmLab, tmp_path):
     results = run.task("Apply and persist the conntrack knobs")
     for host in lab.names:
         res = results[host]
-        if not res.get("failed") or "could not load nf_conntrack" not in res.get("msg", ""):
+        if not res.get("failed") or "could not load nf_conntrack: the load is blocked (%s" % BLACKLIST not in res.get("msg", ""):
             problems.append("%s: tuning on a blacklisted conntrack: %r" % (host, res.get("msg")))
         present = lab.out(host, "ls %s 2>/dev/null || true" % " ".join(OWNED_FILES))
         if present:

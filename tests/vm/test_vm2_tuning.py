@@ -114,6 +114,13 @@ def test_tuning_in_force_at_boot_before_any_rule(fresh_lab: VmLab):
             problems.append("%s: facts limits %r, planned %r" % (host, ct["limits"], planned[host]))
         if ct["timeouts"]["tcp_timeout_established"] != TIMEOUTS["tcp_timeout_established"]:
             problems.append("%s: facts timeouts %r" % (host, ct["timeouts"]))
+        # the facts name what loads it at boot: the collection's own modules-load.d file, and nothing else
+        config = env["module_config"]
+        if config["load_at_boot"] != [{"path": "/etc/modules-load.d/nodeguard-conntrack.conf", "owned": True}]:
+            problems.append("%s: facts module_config.load_at_boot %r" % (host, config["load_at_boot"]))
+        hashsize = config["options"].get("hashsize") or {}
+        if hashsize.get("value") != str(planned[host]["buckets"]) or not hashsize.get("owned") or config["blocked"]:
+            problems.append("%s: facts module_config %r" % (host, config))
     assert not problems, "\n".join(problems)
 
 
@@ -136,7 +143,7 @@ def test_hashsize_module_parameter_after_reboot_and_live(fresh_lab: VmLab):
                        extra_vars={"conntrack_tuning_peak_flows": PEAK_FLOWS * 2, "conntrack_tuning_timeouts": TIMEOUTS},
                        label="conntrack_tuning live buckets change")
     planned = {h: r["msg"]["settings"] for h, r in run.task("Show the planned values and why").items()}
-    facts = lab.module("nodeguard.conntrack.conntrack_facts", {"gather_subset": ["limits"]})
+    facts = lab.module("nodeguard.conntrack.conntrack_facts", {"gather_subset": ["limits", "environment"]})
     for host in lab.names:
         want = planned[host]["buckets"]
         buckets = knob(lab, host, "buckets")
@@ -149,6 +156,10 @@ def test_hashsize_module_parameter_after_reboot_and_live(fresh_lab: VmLab):
             problems.append("%s: modprobe.d not updated to %d: %s" % (host, want, modprobe))
         if limits["buckets"] != want or limits["hashsize"] != want:
             problems.append("%s: facts limits %r, want buckets = hashsize = %d" % (host, limits, want))
+        # both: the live value (limits) and the one the next module load takes (modprobe.d, as the facts read it)
+        option = facts[host]["ansible_facts"]["conntrack"]["environment"]["module_config"]["options"].get("hashsize")
+        if option != {"value": str(want), "path": "/etc/modprobe.d/nodeguard-conntrack.conf", "owned": True}:
+            problems.append("%s: facts module_config.options.hashsize %r, want %d" % (host, option, want))
     assert not problems, "\n".join(problems)
 
 

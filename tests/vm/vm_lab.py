@@ -189,12 +189,16 @@ class PlaybookRun:
 
     def task(self, name: str) -> Dict[str, Dict]:
         """{host: result} of the task with this name (role prefix ``ns.coll.role : `` left out), merged over the
-        plays a ``serial`` playbook runs it in; a later run of the task for a host wins."""
+        plays a ``serial`` playbook runs it in; a later run of the task for a host wins unless it was skipped."""
         found = None
         for play in self.doc.get("plays", []):
             for task in play.get("tasks", []):
                 if task["task"]["name"] == name or task["task"]["name"].endswith(" : " + name):
-                    found = dict(found or {}, **task["hosts"])
+                    found = dict(found or {})
+                    for host, res in task["hosts"].items():
+                        # a skipped run never hides a run that did something
+                        if not (res.get("skipped") and host in found):
+                            found[host] = res
         if found is None:
             raise AssertionError("no task %r in the run\n%s" % (name, self.summary()))
         return found

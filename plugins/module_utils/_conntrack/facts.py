@@ -25,7 +25,7 @@ MIN_SUBSETS = ("limits",)
 DEFAULT_GATHER_SUBSET = ["all", "!events"]
 LIMIT_KNOBS = ("max", "count", "buckets", "expect_max")
 # the keys of the host probe conntrack_facts documents and returns (the probe also answers live/writable knobs)
-ENVIRONMENT_KEYS = ("kernel_release", "conntrack", "init_netns", "init_netns_reason", "netns_inode", "container",
+ENVIRONMENT_KEYS = ("kernel_release", "conntrack", "module_config", "init_netns", "init_netns_reason", "netns_inode", "container",
                     "container_evidence", "writable_knobs", "readonly_knobs", "iptables_backend",
                     "iptables_legacy_tables", "nft_tables", "nft_tables_reason", "nft_native_tables", "nftables_conf",
                     "memtotal_mb", "cpus")

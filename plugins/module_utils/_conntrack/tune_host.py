@@ -164,6 +164,10 @@ def run(module, desired: Dict[str, int], policy: _tune.TunePolicy, paths: Dict[s
     module_name = _tune.module_name(env["kernel_release"])
     loaded_module = (policy["state"] == "present" and policy["apply_live"] and policy["load_module"]
                      and bool(desired) and env["conntrack"] == "loadable")
+    blocked = (env.get("module_config") or {}).get("blocked")
+    if loaded_module and blocked:
+        # refused before anything is written, in check mode too: the load cannot succeed
+        raise HostError("could not load %s: the load is blocked (%s)" % (module_name, blocked))
     if loaded_module and not module.check_mode:
         _load_module(module, module_name)
         env = read_environment(list(desired))

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, TypedDict
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import knobs as _knobs
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_int, read_or_none
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import module_config as _module_config
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_inventory as _nft_inventory
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_ruleset as _nft_ruleset
 
@@ -273,6 +274,7 @@ class HostEnvironment(TypedDict, total=False):
 
     kernel_release: str
     conntrack: str  # builtin | module | loadable | absent
+    module_config: Dict[str, Any]
     init_netns: Optional[bool]
     init_netns_reason: str
     netns_inode: Optional[int]
@@ -357,6 +359,8 @@ def probe(present, run_iptables_version=None, knobs=(), run_nft_list=None) -> Ho
     return {
         "kernel_release": release,
         "conntrack": conntrack,
+        # what loads nf_conntrack at boot, its modprobe.d options, a blacklist or an install command that blocks it
+        "module_config": _module_config.read_module_config(),
         "init_netns": init_value,
         "init_netns_reason": init_reason,
         "netns_inode": own_inode,

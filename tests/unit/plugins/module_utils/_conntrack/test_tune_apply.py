@@ -73,3 +73,37 @@ def test_value_not_taken_raises(tmp_path, knob_files):
         tune_host.apply_knobs(result_plan, policy)
     assert "did not take net.netfilter.nf_conntrack_udp_timeout=61 (reads back 30)" in info.value.msg
     assert info.value.details["knobs"]["udp_timeout"]["status"] == "changed"
+
+
+class _Module:
+    check_mode = False
+    _diff = False
+
+    def __init__(self):
+        self.commands = []
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return "/sbin/" + name
+
+    def run_command(self, argv):
+        self.commands.append(argv)
+        return 0, "", ""
+
+    def warn(self, text):
+        pass
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_blocked_module_load_is_refused_before_anything_runs(monkeypatch, tmp_path, check_mode):
+    env = {"init_netns": True, "conntrack": "loadable", "kernel_release": "6.1.0", "live": {}, "writable": {},
+           "hashsize": None, "module_config": {"blocked": "/etc/modprobe.d/x.conf: 'install nf_conntrack /bin/false' "
+                                                         "runs instead of loading it"}}
+    monkeypatch.setattr(tune_host, "read_environment", lambda shorts: dict(env))
+    monkeypatch.setattr(tune_host, "_read_files", lambda paths: ({}, {}))
+    module = _Module()
+    module.check_mode = check_mode
+    paths = dict((role, str(tmp_path / role)) for role in _tune.FILE_ROLES)
+    with pytest.raises(HostError) as info:
+        tune_host.run(module, {"max": 262144}, dict(POLICY, load_module=True), paths)
+    assert info.value.msg.startswith("could not load nf_conntrack: the load is blocked (/etc/modprobe.d/x.conf")
+    assert module.commands == [] and list(tmp_path.iterdir()) == []
