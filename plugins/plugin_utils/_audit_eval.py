@@ -607,7 +607,7 @@ def evaluate(collected, options=None, previous=None, now=None):
             entry = {"id": str(item.get("id")), "source": source, "severity": level if level != "ok" else "info",
                      "title": str(item.get("title") or item.get("id")), "detail": str(item.get("detail") or ""),
                      "fix": str(item.get("fix") or ""), "original_severity": original}
-            for key in ("family", "backend", "table", "chain", "position", "rule"):
+            for key in ("family", "backend", "table", "chain", "position", "rule", "affects"):
                 if item.get(key) is not None:
                     entry[key] = item[key]
             findings.append(entry)

@@ -152,6 +152,8 @@ def _md_host_section(result):
             if item.get("rule"):
                 lines.append("  - rule (%s %s %s): %s" % (md(item.get("family")), md(item.get("backend")),
                                                           md(item.get("table")), md_code(item["rule"])))
+            if item.get("affects"):
+                lines.append("  - affects: %s" % md(item["affects"]))
             lines.append("  - fix: %s" % md(item["fix"]))
     else:
         lines.append("No findings.")
@@ -411,6 +413,8 @@ def _finding_html(item):
         out.append('<div class="rule">rule (%s, %s, table %s, chain %s, position %s): <code>%s</code></div>' % (
             h(item.get("family")), h(item.get("backend")), h(item.get("table")), h(item.get("chain")),
             h(item.get("position")), h(item["rule"])))
+    if item.get("affects"):
+        out.append('<div class="affects"><b>Affects:</b> %s</div>' % h(item["affects"]))
     out.append('<div class="fix"><b>Fix:</b> %s</div></li>' % h(item["fix"]))
     return "".join(out)
 

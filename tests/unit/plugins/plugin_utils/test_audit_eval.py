@@ -227,7 +227,8 @@ FIREWALL = {
     "findings": [
         {"id": "NGCT001", "severity": "high", "title": "NEW accepted with no ESTABLISHED,RELATED accept before it",
          "family": "ipv4", "backend": "nft", "table": "filter", "chain": "INPUT", "position": 1,
-         "rule": "-A INPUT -p tcp -m tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT", "detail": "d1", "fix": "f1"},
+         "rule": "-A INPUT -p tcp -m tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT", "detail": "d1", "fix": "f1",
+         "affects": "ipv4 INPUT replies to connections of this host: dropped"},
         {"id": "NGCT002", "severity": "low", "title": "t2", "family": "ipv6", "backend": "nft", "table": "filter",
          "chain": "INPUT", "position": 2, "rule": "-A INPUT -j LOG", "detail": "d2", "fix": "f2"},
         {"id": "NGCT005", "severity": "info", "title": "t5", "detail": "d5", "fix": "f5"},
@@ -243,6 +244,9 @@ def test_rule_findings_keep_their_ids_and_map_severity():
     assert [(f["id"], f["severity"], f["original_severity"]) for f in result["findings"]] == [
         ("NGCT001", "critical", "high"), ("NGCT002", "warning", "low"), ("NGCT005", "info", "info")]
     assert result["findings"][0]["rule"].startswith("-A INPUT -p tcp")
+    # which packets a rule finding affects reaches the fleet report; a finding without it has no such key
+    assert result["findings"][0]["affects"] == "ipv4 INPUT replies to connections of this host: dropped"
+    assert "affects" not in result["findings"][1]
     assert result["status"] == "critical" and result["firewall"]["audited"] is True
     relaxed = ev.evaluate(data, {"firewall_severity": {"high": "warning", "low": "ok"}}, now=1)
     assert [f["severity"] for f in relaxed["findings"]] == ["warning", "info", "info"]

@@ -40,7 +40,8 @@ def _fleet(evil=False, fail_on="none"):
         "findings": [{"id": "NGCT001", "severity": "high", "title": EVIL if evil else "NEW accepted",
                       "detail": EVIL if evil else "detail", "fix": EVIL if evil else "fix it",
                       "rule": EVIL if evil else "-A INPUT -p tcp --dport 80 -m conntrack --ctstate NEW -j ACCEPT",
-                      "family": "ipv4", "backend": "nft", "table": "filter", "chain": "INPUT", "position": 1}],
+                      "family": "ipv4", "backend": "nft", "table": "filter", "chain": "INPUT", "position": 1,
+                      "affects": EVIL if evil else "ipv4 INPUT replies to this host's connections: dropped"}],
         "summary": {"high": 1}, "sources": ["/usr/sbin/iptables-nft-save"], "skipped": []}},
         previous=ev.state_record(first), now=100)
     clean = ev.evaluate({"host": "clean-3", "facts": _facts(1)}, now=100)
@@ -97,6 +98,8 @@ def test_html_is_self_contained_and_holds_every_host_and_finding():
             assert 'data-id="%s"' % finding["id"] in page
     assert 'data-host="gone-4"' in page and "missing" in page
     assert "threshold-warning" in page and "threshold-critical" in page
+    assert "<b>Affects:</b> ipv4 INPUT replies to this host&#x27;s connections: dropped" in page
+    assert "  - affects: ipv4 INPUT replies to this host's connections: dropped" in rr.render_markdown(report)
 
 
 def test_html_escapes_everything():
