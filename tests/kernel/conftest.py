@@ -3,8 +3,12 @@ import fcntl
 import os
 import re
 import shutil
+import sys
 
 import pytest
+
+# tests/shared_reference.py: where ../shared/reference is
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from netns_lab import HOST_KNOB_LOCK, NetnsLab, host_knobs_guard, read_netfilter_knobs, run
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import List, Optional
+from typing import List
 
-import pytest
+import shared_reference
+from netns_lab import Netns, wait_line
 
-from netns_lab import REPO_ROOT, Netns, wait_line
-
-NFT_REFERENCE_REL = os.path.join("reference", "rulesets", "nft")
+NFT_REFERENCE_PARTS = ("reference", "rulesets", "nft")
 
 LISTENER = r"""
 import socket, sys
@@ -41,39 +40,15 @@ except OSError as exc:
 """
 
 
-def shared_dir() -> Optional[str]:
-    """``../shared`` next to the repository root; from a git worktree, next to the main checkout."""
-    candidates = [os.path.join(os.path.dirname(REPO_ROOT), "shared")]
-    try:
-        common = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--git-common-dir"], capture_output=True,
-                                text=True, check=False).stdout.strip()
-        if common:
-            main_root = os.path.dirname(os.path.abspath(os.path.join(REPO_ROOT, common)))
-            candidates.append(os.path.join(os.path.dirname(main_root), "shared"))
-    except OSError:
-        pass
-    for candidate in candidates:
-        if os.path.isdir(os.path.join(candidate, NFT_REFERENCE_REL)):
-            return candidate
-    return None
-
-
 def nft_reference() -> str:
     """The directory of the foreign nft rule sets; skip (fail under CI=true) when it is not there."""
-    shared = shared_dir()
-    if shared is None:
-        message = "the shared reference rule sets (../shared/%s) are not next to this checkout" % NFT_REFERENCE_REL
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return os.path.join(shared, NFT_REFERENCE_REL)
+    return shared_reference.require(*NFT_REFERENCE_PARTS)
 
 
 def reference_files() -> List[str]:
-    shared = shared_dir()
-    if shared is None:
+    directory = shared_reference.find(*NFT_REFERENCE_PARTS)
+    if directory is None:
         return []
-    directory = os.path.join(shared, NFT_REFERENCE_REL)
     return sorted(name for name in os.listdir(directory) if name.endswith(".nft"))
 
 

@@ -20,29 +20,13 @@ import time
 import pytest
 
 from firewall_lab import BACKENDS, TOOL, module, save
-from netns_lab import REPO_ROOT
-
-
-def _rulesets_dir():
-    if os.environ.get("NODEGUARD_RULESETS"):
-        return os.environ["NODEGUARD_RULESETS"]
-    parent = os.path.dirname(REPO_ROOT)
-    for _level in range(3):
-        candidate = os.path.join(parent, "shared", "reference", "rulesets")
-        if os.path.isdir(candidate):
-            return candidate
-        parent = os.path.dirname(parent)
-    return os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference", "rulesets")
+import shared_reference
 
 
 def _text(name):
-    path = os.path.join(_rulesets_dir(), name)
+    path = os.path.join(shared_reference.require("reference", "rulesets"), name)
     if not os.path.isfile(path):
-        reason = "foreign rule set %s not found (../shared/reference/rulesets next to the repository, or " \
-                 "NODEGUARD_RULESETS)" % path
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.fail("foreign rule set %s is missing from the shared reference" % path)
     with open(path) as handle:
         return handle.read()
 

@@ -14,3 +14,7 @@ if not os.path.exists(_LINK):
     os.symlink(os.path.relpath(_ROOT, os.path.dirname(_LINK)), _LINK)
 if _COLLECTIONS not in sys.path:
     sys.path.insert(0, _COLLECTIONS)
+# tests/shared_reference.py: where ../shared/reference is
+_TESTS = os.path.join(_ROOT, "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)

@@ -1,8 +1,8 @@
 """The audit against rule sets written by other projects and real users (ufw, Docker 27/28/29, kube-proxy,
 fail2ban, Calico, sshguard, Zulip, the Red Hat default, classic mistakes).
 
-The files live outside the repository, in ``shared/reference/rulesets`` next to it (``../shared`` from the
-repository root, or from a parent directory for a git worktree); ``NODEGUARD_RULESETS`` overrides the location. Their
+The files live outside the repository, in ``shared/reference/rulesets`` next to it (found by
+``tests/shared_reference.py``; ``NODEGUARD_SHARED`` overrides the location). Their
 README lists what an expert reads from each file; ``EXPECTED`` below is that verdict in finding ids. Without the
 files the tests skip with the reason; under ``CI=true`` they fail instead.
 """
@@ -14,29 +14,17 @@ import pytest
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.audit import audit, evaluate, parse_rule
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall.save_parser import parse_save
 
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 5))
+import shared_reference
 
 
 def rulesets_dir():
-    if os.environ.get("NODEGUARD_RULESETS"):
-        return os.environ["NODEGUARD_RULESETS"]
-    parent = os.path.dirname(REPO_ROOT)
-    for _level in range(3):
-        candidate = os.path.join(parent, "shared", "reference", "rulesets")
-        if os.path.isdir(candidate):
-            return candidate
-        parent = os.path.dirname(parent)
-    return os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference", "rulesets")
+    return shared_reference.require("reference", "rulesets")
 
 
 def _load(name):
     path = os.path.join(rulesets_dir(), name)
     if not os.path.isfile(path):
-        reason = "foreign rule set %s not found (expected ../shared/reference/rulesets next to the repository, or " \
-                 "NODEGUARD_RULESETS)" % path
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.fail("foreign rule set %s is missing from the shared reference" % path)
     with open(path) as handle:
         return handle.read()
 

@@ -2,7 +2,6 @@
 the expert's verdicts, and small hand-built rule sets for each finding id."""
 import json
 import os
-import subprocess
 
 import pytest
 
@@ -10,25 +9,12 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall impo
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_inventory as inventory
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_ruleset as nft
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))))
-REL = os.path.join("reference", "rulesets", "nft", "canonical")
+import shared_reference
+
 
 
 def _canonical_dir():
-    candidates = [os.path.join(os.path.dirname(ROOT), "shared", REL)]
-    common = subprocess.run(["git", "-C", ROOT, "rev-parse", "--git-common-dir"], capture_output=True, text=True,
-                            check=False).stdout.strip()
-    if common:
-        main_root = os.path.dirname(os.path.abspath(os.path.join(ROOT, common)))
-        candidates.append(os.path.join(os.path.dirname(main_root), "shared", REL))
-    for candidate in candidates:
-        if os.path.isdir(candidate):
-            return candidate
-    message = "the shared reference rule sets (../shared/%s) are not next to this checkout" % REL
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    return shared_reference.require("reference", "rulesets", "nft", "canonical")
 
 
 # the same expert verdicts the kernel tier checks on the live module (tests/kernel/test_nftables_audit.py)
