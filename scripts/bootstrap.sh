@@ -15,6 +15,11 @@ root=$PWD
 build=$root/.build
 cache=$root/.cache
 mkdir -p "$build" "$cache"
+# one bootstrap at a time (make demo and make test started together would build the same venvs); flock -o keeps
+# the lock out of anything a step starts
+if [ -z "${NODEGUARD_BOOTSTRAP_LOCKED:-}" ]; then
+  NODEGUARD_BOOTSTRAP_LOCKED=1 exec flock -o "$build/.bootstrap.lock" "$root/scripts/bootstrap.sh" "$@"
+fi
 
 APT_PACKAGES=(
   podman runc conmon netavark aardvark-dns containernetworking-plugins fuse-overlayfs uidmap slirp4netns
