@@ -18,11 +18,11 @@ cleanup() {
 }
 trap cleanup EXIT
 start=$(date +%s)
-scripts/lab.sh up -n 2 -p "$prefix" --images debian12,debian13 >"$PWD/.lab-demo-podman.log" 2>&1 &
+scripts/lab.sh up -n 2 -p "$prefix" --images debian12,debian13 >"$PWD/.build/demo-lab-podman.log" 2>&1 &
 podman_pid=$!
 scripts/lab.sh up --vm -n 1 -p "$vm_prefix" --suite bookworm
-if ! wait "$podman_pid"; then cat "$PWD/.lab-demo-podman.log" >&2; exit 1; fi
-rm -f "$PWD/.lab-demo-podman.log"
+if ! wait "$podman_pid"; then cat "$PWD/.build/demo-lab-podman.log" >&2; exit 1; fi
+rm -f "$PWD/.build/demo-lab-podman.log"
 labs=$(( $(date +%s) - start ))
 # one inventory with a group per lab: their connection variables must not meet in `all`
 inventory=.lab/$prefix/demo-inventory.yml
