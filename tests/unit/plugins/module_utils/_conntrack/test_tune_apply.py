@@ -95,9 +95,9 @@ class _Module:
 
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_blocked_module_load_is_refused_before_anything_runs(monkeypatch, tmp_path, check_mode):
+    blocked = "/etc/modprobe.d/x.conf: 'install nf_conntrack /bin/false' runs instead of loading it"
     env = {"init_netns": True, "conntrack": "loadable", "kernel_release": "6.1.0", "live": {}, "writable": {},
-           "hashsize": None, "module_config": {"blocked": "/etc/modprobe.d/x.conf: 'install nf_conntrack /bin/false' "
-                                                         "runs instead of loading it"}}
+           "hashsize": None, "module_config": {"blocked": blocked}}
     monkeypatch.setattr(tune_host, "read_environment", lambda shorts: dict(env))
     monkeypatch.setattr(tune_host, "_read_files", lambda paths: ({}, {}))
     module = _Module()

@@ -12,7 +12,6 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall impo
 import shared_reference
 
 
-
 def _canonical_dir():
     return shared_reference.require("reference", "rulesets", "nft", "canonical")
 
