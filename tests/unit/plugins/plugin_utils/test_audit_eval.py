@@ -4,6 +4,7 @@ import copy
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_checks as checks
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _audit_eval as ev
 from ansible_collections.nodeguard.conntrack.plugins.plugin_utils import _sizing
 
@@ -205,7 +206,7 @@ def test_chain_finding_follows_the_kernel(release, max_entries, buckets, fires):
 
 
 def test_chaintoolong_meaning_says_packets_drop():
-    assert "dropped" in ev.COUNTER_MEANING["chaintoolong"]
+    assert "dropped" in checks.COUNTER_MEANING["chaintoolong"]
 
 
 def test_sizing_recommendation_never_below_kernel_default():
