@@ -27,6 +27,7 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.ent
     _NLA,
     _NLMSG,
     PORT_PROTOS,
+    STATUS_BITS,
     _U8,
 )
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.entry_decode import (
@@ -47,6 +48,34 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack.ent
 
 # ---------------------------------------------------------------------------------------------------------
 # the streaming scan
+
+_DNAT_BIT = 1 << STATUS_BITS["dnat"]
+_SNAT_BIT = 1 << STATUS_BITS["snat"]
+
+
+def _group_key(fields):
+    """One function (family, orig, reply, state, status, mark, zone) -> the group key of an entry, or None.
+
+    Called once per matching entry, so it is built without a per-entry loop: one getter, explicit tuples of two
+    to four getters, and one function for the fleet audit's statistics (proto, state, dnat, snat)."""
+    if list(fields) == ["proto", "state", "dnat", "snat"]:
+        return lambda family, orig, reply, state, status, mark, zone: (
+            orig[0], state, status & _DNAT_BIT == _DNAT_BIT, status & _SNAT_BIT == _SNAT_BIT)
+    getters = [_group_getter(field) for field in fields]
+    if not getters:
+        return None
+    if len(getters) == 1:
+        return getters[0]
+    if len(getters) == 2:
+        first, second = getters
+        return lambda *values: (first(*values), second(*values))
+    if len(getters) == 3:
+        first, second, third = getters
+        return lambda *values: (first(*values), second(*values), third(*values))
+    if len(getters) == 4:
+        first, second, third, fourth = getters
+        return lambda *values: (first(*values), second(*values), third(*values), fourth(*values))
+    return lambda *values: tuple(getter(*values) for getter in getters)
 
 
 class EntryScan:
@@ -77,16 +106,7 @@ class EntryScan:
         self._need_state = bool(flt.states or "state" in fields)
         self._need_mark = flt.mark is not None or "mark" in fields
         self._need_zone = flt.zone is not None or "zone" in fields
-        getters = [_group_getter(field) for field in self.group_by]
-        if not getters:
-            self._group_key = None
-        elif len(getters) == 1:
-            self._group_key = getters[0]
-        elif len(getters) == 2:
-            first, second = getters
-            self._group_key = lambda *values: (first(*values), second(*values))
-        else:
-            self._group_key = lambda *values: tuple(getter(*values) for getter in getters)
+        self._group_key = _group_key(self.group_by)
         nests = ((CTA_TUPLE_ORIG, self._need_orig), (CTA_TUPLE_REPLY, self._need_reply),
                  (CTA_PROTOINFO, self._need_state))
         self._descend = frozenset(kind for kind, needed in nests if needed)

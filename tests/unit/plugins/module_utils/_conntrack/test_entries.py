@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import entries as E
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack import entry_scan
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "fixtures", "entries")
 
@@ -175,6 +176,22 @@ def test_group_by_nat_counts_what_the_status_filters_count(dump):
     assert sum(g["count"] for g in grouped.group_list()) == grouped.matched == scan(data).matched
     if dump == "dump_ipv4":  # the fixture's three DNATed flows (reply from 10.0.1.10) and three others
         assert sum(g["count"] for g in grouped.group_list() if g["key"]["dnat"]) == 3
+
+
+@pytest.mark.parametrize("dump", ["dump_ipv4", "dump_ipv6"])
+def test_statistics_group_key_equals_the_getters(dump):
+    """The dedicated key of the audit's grouping (proto, state, dnat, snat) and keys of 3 and 4 fields built from
+    the per-field getters group the same entries the same way as the generic tuple of getters."""
+    data = load_dump(dump)
+    for fields in (["proto", "state", "dnat", "snat"], ["proto", "dnat", "state"], ["state", "snat", "proto", "dnat"]):
+        fast = scan(data, group_by=fields, limit=0)
+        generic = E.EntryScan(E.EntryFilter.from_params({}), group_by=fields, limit=0)
+        getters = [entry_scan._group_getter(field) for field in fields]
+        generic._group_key = lambda *values: tuple(getter(*values) for getter in getters)
+        for datagram in data:
+            if generic.feed(bytearray(datagram), len(datagram)):
+                break
+        assert fast.group_list() == generic.group_list() and fast.matched == generic.matched > 0
 
 
 def test_limit_counts_everything_returns_only_limit():
