@@ -88,3 +88,15 @@ def write_file_atomic(path, content, mode, owner_uid=0, group_gid=0):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def unit_enable_links(unit_path):
+    """The ``*.wants/<unit>`` links that enable a systemd unit file, next to it (what ``systemctl enable`` made)."""
+    folder = os.path.dirname(unit_path)
+    links = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            link = os.path.join(folder, name, os.path.basename(unit_path))
+            if name.endswith(".wants") and os.path.lexists(link):
+                links.append(link)
+    return links

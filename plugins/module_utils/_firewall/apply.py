@@ -22,7 +22,7 @@ from ansible_collections.nodeguard.conntrack.plugins.module_utils._conntrack imp
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import proc_net
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._host import environment
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import loader
-from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, write_file_atomic
+from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, unit_enable_links, write_file_atomic
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import guard
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import render
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import save_parser as save
@@ -446,12 +446,7 @@ class Host(object):
         unit = params.get("unit_path")
         if unit:
             paths.append(unit)
-            folder = os.path.dirname(unit)
-            if os.path.isdir(folder):
-                for name in sorted(os.listdir(folder)):
-                    link = os.path.join(folder, name, os.path.basename(unit))
-                    if name.endswith(".wants") and os.path.lexists(link):
-                        paths.append(link)
+            paths.extend(unit_enable_links(unit))
         return [path for path in paths if path and os.path.lexists(path)]
 
     def remove_files(self, paths):

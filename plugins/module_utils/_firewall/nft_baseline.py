@@ -16,7 +16,7 @@ import shlex
 
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.errors import HostError
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._common.host_files import read_or_none, \
-    write_file_atomic
+    unit_enable_links, write_file_atomic
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import apply as fw_apply
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import model as fw_model
 from ansible_collections.nodeguard.conntrack.plugins.module_utils._firewall import nft_audit
@@ -104,14 +104,8 @@ def _files(params, model):
 
 def _persisted(params):
     paths = [params.get("rules_path"), params.get("unit_path")]
-    unit = params.get("unit_path")
-    if unit:
-        folder = os.path.dirname(unit)
-        if os.path.isdir(folder):
-            for name in sorted(os.listdir(folder)):
-                link = os.path.join(folder, name, os.path.basename(unit))
-                if name.endswith(".wants") and os.path.lexists(link):
-                    paths.append(link)
+    if params.get("unit_path"):
+        paths.extend(unit_enable_links(params["unit_path"]))
     return [path for path in paths if path and os.path.lexists(path)]
 
 
